@@ -1,0 +1,277 @@
+"""The config schema of colorjax, config-file loading, variants and validation.
+
+Every recipe in `configs/` starts from `base_config()` and overrides what it changes, so every key
+exists (with its type) in every config: an override of an unknown key or with a wrong type fails
+before any work, naming the key. A config file is `configs/<recipe>.py` with `get_config(arg)`;
+`arg` is a comma-separated list of variants (`configs/eccv16.py:tiny`), applied by
+`apply_variants` in order.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+from typing import Callable, Mapping
+
+import ml_collections
+
+REPO_CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+MODEL_NAMES = ("eccv16", "unet")
+OUTPUTS = ("bins", "ab", "rgb")
+LOSS_KINDS = ("soft_ce", "l1", "l2", "l1_mse")
+GAN_LOSSES = ("vanilla", "lsgan", "hinge")
+SCHEDULES = ("constant", "step", "linear_decay")
+DTYPES = ("float32", "bfloat16")
+BACKBONES = ("", "resnet18", "vgg16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key of every recipe, with the ECCV16 recipe's values (Zhang et al. 2016)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.distributed = "auto"  # 'auto' | 'on' | 'off': jax.distributed.initialize()
+
+  c.model = ml_collections.ConfigDict(dict(
+      name="eccv16",          # 'eccv16' | 'unet'
+      output="bins",          # 'bins' (313 logits) | 'ab' (tanh ab/110) | 'rgb' (tanh RGB)
+      convention="eccv16",    # input L normalisation: 'eccv16' (L-50)/100 | 'pix2pix' L/50-1
+      width=1.0,              # ECCV16 channel multiplier
+      ngf=64,                 # U-Net base width
+      num_downs=0,            # U-Net depth; 0 = from the crop size (unet_256 = 8)
+      skip_connections=True,  # False = plain encoder-decoder (seed 003 baseline)
+      use_dropout=True,
+      attention=(),           # U-Net decoder levels with a self-attention block (seed 002)
+      multiscale_inputs=False,  # L at x1, x0.5, x2 (seed 002)
+      semantic_backbone="",   # '' | 'resnet18' | 'vgg16': classifier features fused in
+      semantic_weights="",    # torchvision state_dict file for the backbone ('' = random init)
+      semantic_trainable=False,
+      dtype="float32",        # compute dtype; 'bfloat16' = mixed precision with float32 params
+      temperature=0.38,       # annealed-mean temperature for 'bins' outputs
+  ))
+  c.disc = ml_collections.ConfigDict(dict(
+      enabled=False, n_layers=3, ndf=64, semantic=False))
+
+  c.data = ml_collections.ConfigDict(dict(
+      train="bundled",   # 'bundled' | an image folder | a prepared tfds/ArrayRecord directory
+      eval="",           # '' = a held-out split of `train`
+      eval_fraction=0.2,
+      crop_size=176,     # random crop for training (176 in the paper)
+      eval_size=256,     # eval protocol: resize short side + center crop
+      eval_images=0,     # 0 = all
+      min_chroma=3.0,    # mean Lab chroma below which a training image is dropped as gray
+      num_threads=2,
+      num_workers=0,     # grain worker processes (0 = in-process threads)
+      flip=True,
+      rotate_degrees=0.0,  # seed 001 augmentations
+      blur_sigma=0.0,
+      cutout=0,
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      kind="soft_ce",       # 'soft_ce' | 'l1' | 'l2' | 'l1_mse'
+      l1_mse_p=0.5,         # p in p*L1 + (1-p)*MSE (seed 003)
+      soft_k=5,             # nearest bins of the soft encoding (paper 5, released code 10)
+      soft_sigma=5.0,
+      rebalance_lambda=0.5,
+      prior_file="",        # .npy prior over the 313 bins; '' = computed from the train data
+      gan="vanilla",        # 'vanilla' (BCE) | 'lsgan' | 'hinge'
+      gan_weight=1.0,
+      l1_weight=100.0,      # lambda of the pix2pix L1 term
+      perceptual_weight=0.0,
+      perceptual_weights="",  # torchvision VGG19 state_dict file
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      lr=3e-5, b1=0.9, b2=0.99,
+      weight_decay=1e-3,     # L2 added to the gradient, as the Caffe solver of the paper did
+      schedule="step",       # 'constant' | 'step' | 'linear_decay'
+      boundaries=(200_000, 375_000),  # 'step': lr x scales[i] from boundaries[i]
+      scales=(1 / 3, 0.1),
+      decay_start=0,         # 'linear_decay': constant until here, then linear to 0 at the end
+      grad_clip_norm=0.0,    # 0 = off
+      ema_decay=0.0,         # EMA of generator params for eval; 0 = off
+      frozen=("model_out",),  # param names (path parts) that are never updated
+      disc_lr=2e-4, disc_b1=0.5, disc_b2=0.999,
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=32,         # global batch
+      steps=450_000,
+      pretrain_steps=0,      # first steps with the regression loss only (two-stage GAN)
+      log_every=50,
+      eval_every=5000,
+      checkpoint_every=5000,
+      keep_checkpoints=3,
+      best_metric="eval/model/auc",
+      best_mode="max",
+      eval_batch_size=8,
+      samples=4,             # images in the gray|model|truth grid
+  ))
+  return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """A few seconds per step on a laptop CPU: for tests and smoke runs."""
+  c.model.width = 1 / 16
+  c.model.ngf = 4
+  c.disc.ndf = 4
+  c.data.crop_size = 32
+  c.data.eval_size = 32
+  c.data.eval_images = 8
+  c.data.num_threads = 1
+  c.train.batch_size = 8
+  c.train.steps = 4
+  c.train.log_every = 1
+  c.train.eval_every = 4
+  c.train.checkpoint_every = 2
+  c.train.eval_batch_size = 8
+  c.train.samples = 2
+  c.optimizer.lr = 1e-3
+
+
+def _quickstart(c: ml_collections.ConfigDict) -> None:
+  """A small model trained on the bundled photos in a few minutes on a CPU."""
+  c.model.width = 0.25
+  c.model.ngf = 16
+  c.disc.ndf = 16
+  c.data.crop_size = 64
+  c.data.eval_size = 96
+  c.train.batch_size = 8
+  c.train.steps = 300
+  c.train.log_every = 20
+  c.train.eval_every = 100
+  c.train.checkpoint_every = 100
+  c.optimizer.lr = 1e-3
+  c.optimizer.schedule = "constant"
+
+
+def _bf16(c: ml_collections.ConfigDict) -> None:
+  c.model.dtype = "bfloat16"
+
+
+COMMON_VARIANTS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "tiny": _tiny, "quickstart": _quickstart, "bf16": _bf16,
+}
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
+                   extra: Mapping[str, Callable[[ml_collections.ConfigDict], None]] | None = None,
+                   ) -> ml_collections.ConfigDict:
+  """Applies comma-separated variants (`tiny,bf16`); recipe-specific ones come in `extra`."""
+  variants = {**COMMON_VARIANTS, **(extra or {})}
+  for name in filter(None, (arg or "").split(",")):
+    if name not in variants:
+      raise ValueError(f"unknown config variant {name!r}; known: {sorted(variants)}")
+    variants[name](config)
+  return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_config_path(spec: str) -> str:
+  """'configs/eccv16.py:tiny', 'eccv16:tiny' or 'eccv16' -> an existing 'path.py[:arg]'."""
+  path, sep, arg = spec.partition(":")
+  candidates = [pathlib.Path(path)]
+  if not path.endswith(".py"):
+    candidates.append(pathlib.Path(path + ".py"))
+  name = pathlib.Path(path).name
+  candidates.append(REPO_CONFIGS_DIR / (name if name.endswith(".py") else name + ".py"))
+  for candidate in candidates:
+    if candidate.is_file():
+      return str(candidate) + sep + arg
+  raise FileNotFoundError(
+      f"config {path!r} not found (looked for {', '.join(str(c) for c in candidates)})")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads `get_config(arg)` from a config file spec (see `resolve_config_path`)."""
+  path, _, arg = resolve_config_path(spec).partition(":")
+  module_spec = importlib.util.spec_from_file_location(f"colorjax_config_{pathlib.Path(path).stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None) if arg else module.get_config()
+  validate(config)
+  return config
+
+
+def _check_choice(config, key: str, choices) -> None:
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if value not in choices:
+    raise ValueError(f"config key {key}={value!r} is not one of {list(choices)}")
+
+
+def _check_positive(config, key: str, allow_zero: bool = False) -> None:
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ValueError(f"config key {key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key of the first invalid value; missing keys raise too."""
+  reference = base_config()
+  _check_same_keys(config, reference, "")
+  _check_choice(config, "model.name", MODEL_NAMES)
+  _check_choice(config, "model.output", OUTPUTS)
+  _check_choice(config, "model.convention", ("eccv16", "pix2pix"))
+  _check_choice(config, "model.dtype", DTYPES)
+  _check_choice(config, "model.semantic_backbone", BACKBONES)
+  _check_choice(config, "loss.kind", LOSS_KINDS)
+  _check_choice(config, "loss.gan", GAN_LOSSES)
+  _check_choice(config, "optimizer.schedule", SCHEDULES)
+  _check_choice(config, "distributed", ("auto", "on", "off"))
+  _check_choice(config, "train.best_mode", ("max", "min"))
+  for key in ("train.batch_size", "train.steps", "train.log_every", "train.eval_every",
+              "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
+              "data.crop_size", "data.eval_size", "optimizer.lr", "model.width", "model.ngf",
+              "model.temperature", "loss.soft_k", "loss.soft_sigma"):
+    _check_positive(config, key)
+  for key in ("train.pretrain_steps", "data.eval_images", "data.num_workers", "data.min_chroma",
+              "optimizer.weight_decay", "optimizer.grad_clip_norm", "loss.l1_weight",
+              "loss.gan_weight", "loss.perceptual_weight", "data.cutout", "data.rotate_degrees",
+              "data.blur_sigma", "train.samples"):
+    _check_positive(config, key, allow_zero=True)
+  if not 0.0 <= config.data.eval_fraction < 1.0:
+    raise ValueError(f"config key data.eval_fraction={config.data.eval_fraction} must be in [0, 1)")
+  if not 0.0 <= config.optimizer.ema_decay < 1.0:
+    raise ValueError(f"config key optimizer.ema_decay={config.optimizer.ema_decay} must be in [0, 1)")
+  if not 0.0 <= config.loss.rebalance_lambda <= 1.0:
+    raise ValueError(
+        f"config key loss.rebalance_lambda={config.loss.rebalance_lambda} must be in [0, 1]")
+  if config.loss.soft_k > 313:
+    raise ValueError(f"config key loss.soft_k={config.loss.soft_k} must be <= 313")
+  if len(config.optimizer.boundaries) != len(config.optimizer.scales):
+    raise ValueError("config keys optimizer.boundaries and optimizer.scales must have equal length")
+  if (config.model.output == "bins") != (config.loss.kind == "soft_ce"):
+    raise ValueError(
+        f"config key loss.kind={config.loss.kind!r} does not fit model.output="
+        f"{config.model.output!r}: 'soft_ce' goes with 'bins' and only with it")
+  if config.model.name == "eccv16" and config.model.output != "bins":
+    raise ValueError("config key model.output must be 'bins' for model.name='eccv16'")
+  if config.model.name == "eccv16" and config.data.crop_size % 8:
+    raise ValueError(f"config key data.crop_size={config.data.crop_size} must be a multiple of 8 "
+                     "for ECCV16 (three stride-2 stages)")
+  if config.disc.enabled and config.model.output == "rgb":
+    raise ValueError("config key disc.enabled needs model.output 'ab' or 'bins' (D sees L and ab)")
+
+
+def _check_same_keys(config, reference, prefix: str) -> None:
+  for key in reference.keys():
+    if key not in config:
+      raise ValueError(f"config key {prefix}{key} is missing")
+  for key, value in config.items():
+    if key not in reference:
+      raise ValueError(f"config key {prefix}{key} is unknown")
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_same_keys(value, reference[key], f"{prefix}{key}.")

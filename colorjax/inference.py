@@ -1,0 +1,88 @@
+"""From a trained generator to ab predictions: the part of a model that colorize and eval share."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from colorjax import color, models
+
+
+def output_to_ab(out: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
+  """Generator output -> ab in Lab units, at the output's own resolution.
+
+  'bins': annealed mean of the 313 logits (temperature model.temperature); 'ab': tanh ab/110;
+  'rgb': tanh RGB in [-1, 1], converted to Lab and its ab kept.
+  """
+  kind = model_cfg["output"]
+  out = out.astype(jnp.float32)
+  if kind == "bins":
+    return color.decode_annealed_mean(out, float(model_cfg["temperature"]))
+  if kind == "ab":
+    return color.denormalize_ab(out)
+  if kind == "rgb":
+    return color.rgb_to_lab((out + 1.0) / 2.0)[..., 1:]
+  raise ValueError(f"unknown model.output {kind!r}")
+
+
+def resize_ab_to(ab_BhwC: jax.Array, height: int, width: int) -> jax.Array:
+  """Bilinear resize (half-pixel centres) of a batch of ab maps, on device."""
+  if ab_BhwC.shape[1:3] == (height, width):
+    return ab_BhwC
+  b, _, _, c = ab_BhwC.shape
+  return jax.image.resize(ab_BhwC, (b, height, width, c), method="bilinear", antialias=False)
+
+
+def predict_ab(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
+  """Eval-mode prediction: L in [0, 100] -> ab (Lab units) at the generator's output resolution."""
+  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
+  out = generator.apply(variables, l_norm, train=False)
+  return output_to_ab(out, model_cfg)
+
+
+class Colorizer:
+  """A loaded model ready to colorize: `colorizer(l_BHW1) -> ab_BhwC2`.
+
+  Build it with `Colorizer.from_checkpoint(path)` (an exported model or a training workdir) or
+  from a config and variables. The input is L in [0, 100] at `size x size`; the output is ab in
+  Lab units at the model's output resolution (1/4 of the input for ECCV16).
+  """
+
+  def __init__(self, config: Mapping[str, Any], variables: Mapping[str, Any],
+               temperature: float | None = None):
+    model_cfg = dict(config["model"])
+    if temperature is not None:
+      if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+      model_cfg["temperature"] = float(temperature)
+    self.config = config
+    self.model_cfg = model_cfg
+    self.size = int(config.get("data", {}).get("eval_size", 256))
+    self.generator = models.create_generator(model_cfg, self.size)
+    self.variables = jax.device_put(dict(variables))
+    self._predict = jax.jit(functools.partial(predict_ab, self.generator, model_cfg=model_cfg))
+
+  @classmethod
+  def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
+    from colorjax import checkpoint  # pylint: disable=g-import-not-at-top
+    config, variables = checkpoint.load_model(path, step)
+    return cls(config, variables, temperature)
+
+  @classmethod
+  def from_torch_eccv16(cls, weights_path, temperature: float | None = None):
+    """The official ECCV16 release from its PyTorch state_dict file (read without torch)."""
+    from colorjax.models import eccv16  # pylint: disable=g-import-not-at-top
+    variables = eccv16.load_torch_eccv16(weights_path)
+    return cls(official_eccv16_config(), variables, temperature)
+
+  def __call__(self, l_BHW1: np.ndarray) -> np.ndarray:
+    return np.asarray(self._predict(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+
+
+def official_eccv16_config() -> dict[str, Any]:
+  """The config of the released ECCV16 model (full width, 256 px demo input)."""
+  from colorjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.base_config().to_dict()

@@ -1,0 +1,371 @@
+"""Training: the train state, the jitted train step and the loop, for every recipe.
+
+`train_and_evaluate(config, workdir)` is the single entry point (the CLI and notebooks call it).
+It runs, in this order: distributed init and mesh, input pipeline, prior, model and optimizer,
+state creation on the mesh, checkpoint restore, then the loop (step, log, eval, checkpoint).
+
+The train state is a plain pytree, replicated over the mesh:
+  {'step': int32[], 'rng': uint32[2],
+   'gen':  {'params', 'batch_stats', 'opt_state'[, 'ema_params']},
+   'disc': {'params', 'batch_stats', 'opt_state'}}        # GAN recipes only
+The step is `(state, batch) -> (state, metrics)` with the batch `{'rgb': uint8 BHW3}` split over
+the `data` axis; Lab conversion, normalisation and soft encoding happen inside the step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
+from colorjax import writers
+from colorjax import prior as prior_lib
+
+State = dict[str, Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the message names the step. The last checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers
+# ----------------------------------------------------------------------------------------------
+
+
+def create_schedule(opt: ml_collections.ConfigDict, lr: float, total_steps: int) -> optax.Schedule:
+  if opt.schedule == "constant":
+    return optax.constant_schedule(lr)
+  if opt.schedule == "step":
+    boundaries, scales = tuple(opt.boundaries), tuple(opt.scales)
+    ratios = [s / p for s, p in zip(scales, (1.0,) + scales[:-1])]
+    return optax.piecewise_constant_schedule(lr, dict(zip(boundaries, ratios)))
+  if opt.schedule == "linear_decay":
+    start = min(opt.decay_start, total_steps)
+    return optax.join_schedules(
+        [optax.constant_schedule(lr),
+         optax.linear_schedule(lr, 0.0, max(total_steps - start, 1))], [start])
+  raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}")
+
+
+def _frozen_labels(params: Any, frozen_names: tuple[str, ...]) -> Any:
+  def label(path, _):
+    names = {getattr(k, "key", str(k)) for k in path}
+    return "frozen" if names & set(frozen_names) else "trained"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def create_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, lr: float, b1: float,
+                     b2: float, weight_decay: float) -> optax.GradientTransformation:
+  """Adam with (coupled) L2 weight decay, optional clipping, a schedule, frozen params masked."""
+  parts = []
+  if opt.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if weight_decay > 0:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  parts += [optax.scale_by_adam(b1=b1, b2=b2),
+            optax.scale_by_learning_rate(create_schedule(opt, lr, total_steps))]
+  tx = optax.chain(*parts)
+  frozen = tuple(opt.frozen)
+  if not frozen:
+    return tx
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()},
+                               functools.partial(_frozen_labels, frozen_names=frozen))
+
+
+# ----------------------------------------------------------------------------------------------
+# Model bundle and state
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything the step needs besides state and batch; bound with functools.partial."""
+  generator: nn.Module
+  discriminator: nn.Module | None
+  gen_tx: optax.GradientTransformation
+  disc_tx: optax.GradientTransformation | None
+  model_cfg: ml_collections.FrozenConfigDict
+  loss_cfg: ml_collections.FrozenConfigDict
+  ema_decay: float
+  class_weights: np.ndarray  # (313,) rebalancing weights (soft_ce only)
+
+
+def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | None) -> Setup:
+  generator = models.create_generator(config.model, config.data.crop_size)
+  opt = config.optimizer
+  gen_tx = create_optimizer(opt, config.train.steps, lr=opt.lr, b1=opt.b1, b2=opt.b2,
+                            weight_decay=opt.weight_decay)
+  discriminator = disc_tx = None
+  if config.disc.enabled:
+    discriminator = models.create_discriminator(config.disc, config.model)
+    disc_tx = create_optimizer(opt, config.train.steps, lr=opt.disc_lr, b1=opt.disc_b1,
+                               b2=opt.disc_b2, weight_decay=0.0)
+  if class_weights is None:
+    class_weights = np.ones((color.Q,), np.float32)
+  return Setup(generator, discriminator, gen_tx, disc_tx,
+               ml_collections.FrozenConfigDict(config.model),
+               ml_collections.FrozenConfigDict(config.loss),
+               float(opt.ema_decay), np.asarray(class_weights, np.float32))
+
+
+def _init_module(module: nn.Module, tx, rng, x) -> dict[str, Any]:
+  variables = module.init({"params": rng, "dropout": rng}, x, train=False)
+  params = variables["params"]
+  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
+          "opt_state": tx.init(params)}
+
+
+def init_state(setup: Setup, rng: jax.Array, crop_size: int, ema: bool) -> State:
+  """A fresh train state (pure; jit it with out_shardings to create it on the mesh)."""
+  gen_rng, disc_rng, state_rng = jax.random.split(rng, 3)
+  l_shape = (1, crop_size, crop_size, 1)
+  state = {"step": jnp.zeros((), jnp.int32), "rng": state_rng,
+           "gen": _init_module(setup.generator, setup.gen_tx, gen_rng, jnp.zeros(l_shape))}
+  if ema:
+    state["gen"]["ema_params"] = state["gen"]["params"]
+  if setup.discriminator is not None:
+    state["disc"] = _init_module(setup.discriminator, setup.disc_tx, disc_rng,
+                                 jnp.zeros((1, crop_size, crop_size, 3)))
+  return state
+
+
+def create_state(setup: Setup, config: ml_collections.ConfigDict, mesh) -> tuple[State, Any]:
+  """Creates the replicated state directly on the mesh; returns it and its shardings."""
+  init = functools.partial(init_state, setup, crop_size=config.data.crop_size,
+                           ema=config.optimizer.ema_decay > 0)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def abstract_state(state: State, shardings: Any) -> Any:
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step
+# ----------------------------------------------------------------------------------------------
+
+
+def split_lab(rgb_BHW3: jax.Array, convention: str) -> tuple[jax.Array, jax.Array]:
+  """uint8 RGB -> (normalised L input `l_BHW1`, true ab in Lab units `ab_BHW2`)."""
+  lab = color.rgb_to_lab(rgb_BHW3)
+  return color.normalize_l(lab[..., :1], convention), lab[..., 1:]
+
+
+def _apply_train(module: nn.Module, params, batch_stats, x, rng):
+  out, mutated = module.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                              mutable=["batch_stats"], rngs={"dropout": rng})
+  return out, mutated.get("batch_stats", batch_stats)
+
+
+def _reconstruction_loss(setup: Setup, out, rgb, ab_true) -> jax.Array:
+  loss_cfg = setup.loss_cfg
+  if loss_cfg.kind == "soft_ce":
+    return losses.soft_ce(out, ab_true, jnp.asarray(setup.class_weights),
+                          k=loss_cfg.soft_k, sigma=loss_cfg.soft_sigma)
+  if setup.model_cfg.output == "rgb":
+    target = rgb.astype(jnp.float32) / 127.5 - 1.0
+  else:
+    target = color.normalize_ab(ab_true)
+  return losses.regression(out, target, loss_cfg.kind, loss_cfg.l1_mse_p)
+
+
+def _fake_ab_norm(setup: Setup, out, height: int, width: int) -> jax.Array:
+  """What D sees of the generator: ab/110 at full resolution (decoded for 'bins')."""
+  if setup.model_cfg.output == "ab":
+    return out
+  ab = inference.output_to_ab(out, setup.model_cfg)
+  return color.normalize_ab(inference.resize_ab_to(ab, height, width))
+
+
+def _update(tx, params, opt_state, grads):
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
+               adversarial: bool) -> tuple[State, dict[str, jax.Array]]:
+  """One optimisation step: D (when `adversarial`) then G. Pure; jit with donate_argnums=0."""
+  rng = jax.random.fold_in(state["rng"], state["step"])
+  gen_rng, disc_rng = jax.random.split(rng)
+  l_norm, ab_true = split_lab(batch["rgb"], setup.model_cfg.convention)
+  height, width = ab_true.shape[1:3]
+  gen, metrics = state["gen"], {}
+  new_state = dict(state)
+  loss_cfg = setup.loss_cfg
+
+  # The generator's forward pass is shared by the D and G updates (the same dropout mask).
+  def gen_forward(params):
+    return _apply_train(setup.generator, params, gen["batch_stats"], l_norm, gen_rng)
+
+  if adversarial:
+    disc = state["disc"]
+    out, _ = gen_forward(gen["params"])
+    fake = jnp.concatenate([l_norm, jax.lax.stop_gradient(
+        _fake_ab_norm(setup, out, height, width))], axis=-1)
+    real = jnp.concatenate([l_norm, color.normalize_ab(ab_true)], axis=-1)
+
+    def disc_loss_fn(params):
+      fake_logits, bs = _apply_train(setup.discriminator, params, disc["batch_stats"], fake,
+                                     disc_rng)
+      real_logits, bs = _apply_train(setup.discriminator, params, bs, real, disc_rng)
+      return losses.discriminator_loss(real_logits, fake_logits, loss_cfg.gan), bs
+
+    (d_loss, disc_bs), d_grads = jax.value_and_grad(disc_loss_fn, has_aux=True)(disc["params"])
+    d_params, d_opt = _update(setup.disc_tx, disc["params"], disc["opt_state"], d_grads)
+    new_state["disc"] = {"params": d_params, "batch_stats": disc_bs, "opt_state": d_opt}
+    metrics["train/d_loss"] = d_loss
+    metrics["train/d_grad_norm"] = optax.global_norm(d_grads)
+
+  def gen_loss_fn(params):
+    out, bs = gen_forward(params)
+    rec = _reconstruction_loss(setup, out, batch["rgb"], ab_true)
+    terms = {"train/rec_loss": rec}
+    total = rec
+    if adversarial:
+      fake_ab = _fake_ab_norm(setup, out, height, width)
+      fake_logits, _ = _apply_train(setup.discriminator, new_state["disc"]["params"],
+                                    new_state["disc"]["batch_stats"],
+                                    jnp.concatenate([l_norm, fake_ab], axis=-1), disc_rng)
+      gan = losses.generator_gan_loss(fake_logits, loss_cfg.gan)
+      l1 = jnp.mean(jnp.abs(fake_ab - color.normalize_ab(ab_true)))
+      terms["train/g_gan_loss"] = gan
+      terms["train/g_l1_loss"] = l1
+      total = loss_cfg.gan_weight * gan + loss_cfg.l1_weight * l1
+      if loss_cfg.kind == "soft_ce":
+        total = total + rec
+    return total, (bs, terms)
+
+  (loss, (gen_bs, terms)), grads = jax.value_and_grad(gen_loss_fn, has_aux=True)(gen["params"])
+  params, opt_state = _update(setup.gen_tx, gen["params"], gen["opt_state"], grads)
+  new_gen = {"params": params, "batch_stats": gen_bs, "opt_state": opt_state}
+  if "ema_params" in gen:
+    new_gen["ema_params"] = optax.incremental_update(params, gen["ema_params"],
+                                                     1.0 - setup.ema_decay)
+  new_state["gen"] = new_gen
+  new_state["step"] = state["step"] + 1
+  metrics.update(terms)
+  metrics["train/loss"] = loss
+  metrics["train/grad_norm"] = optax.global_norm(grads)
+  metrics["train/param_norm"] = optax.global_norm(params)
+  return new_state, metrics
+
+
+def make_train_step(setup: Setup, state_shardings, mesh, adversarial: bool) -> Callable:
+  """The jitted step over the mesh: state replicated and donated, batch split on `data`."""
+  step = functools.partial(train_step, setup=setup, adversarial=adversarial)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharded(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+def _class_weights(config, workdir, source) -> np.ndarray | None:
+  if config.loss.kind != "soft_ce":
+    return None
+  prior = prior_lib.load_or_compute(config.loss.prior_file, workdir, source,
+                                    image_size=config.data.crop_size)
+  return np.asarray(color.rebalance_weights(prior, config.loss.rebalance_lambda))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last metrics."""
+  # --- Distributed init and mesh ---------------------------------------------------------------
+  sharding.initialize_distributed(config.distributed)
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  checkpoint.write_config(workdir, config.to_dict())
+  writer = writers.create_writer(workdir, config.train.steps)
+
+  # --- Input pipeline --------------------------------------------------------------------------
+  train_source, eval_source = data.train_eval_sources(config.data)
+  train_iter = data.create_train_iterator(
+      train_source, config.data, seed=config.seed,
+      batch_size_per_process=sharding.local_batch_size(config.train.batch_size),
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+  # --- Model, optimizer and state on the mesh --------------------------------------------------
+  setup = create_setup(config, _class_weights(config, workdir, train_source))
+  state, state_shardings = create_state(setup, config, mesh)
+  writer.write_text("config", str(config))
+  writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
+
+  # --- Restore ---------------------------------------------------------------------------------
+  manager = checkpoint.create_manager(
+      workdir, keep_last=config.train.keep_checkpoints, best_metric=config.train.best_metric,
+      best_mode=config.train.best_mode)
+  restored = checkpoint.restore(manager, abstract_state(state, state_shardings), train_iter)
+  if restored is not None:
+    state, start_step = restored
+    writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
+  start_step = int(jax.device_get(state["step"]))
+
+  # --- Steps -----------------------------------------------------------------------------------
+  steps = {}
+
+  def step_fn(step: int) -> Callable:
+    adversarial = setup.discriminator is not None and step >= config.train.pretrain_steps
+    if adversarial not in steps:
+      steps[adversarial] = make_train_step(setup, state_shardings, mesh, adversarial)
+    return steps[adversarial]
+
+  evaluator = evaluate.Evaluator(config, setup.generator, mesh)
+
+  # --- Loop ------------------------------------------------------------------------------------
+  last_metrics: dict[str, float] = {}
+  pending = None  # step N's metrics are read after step N+1 is dispatched
+  timer = writers.StepTimer(config.train.batch_size, start_step)
+  try:
+    for step in range(start_step + 1, config.train.steps + 1):
+      batch = sharding.shard_batch(next(train_iter), mesh)
+      state, metrics = step_fn(step - 1)(state, batch)
+      if pending is not None:
+        last_metrics.update(_log_train(writer, timer, *pending, train_iter))
+      pending = (step, metrics) if step % config.train.log_every == 0 or \
+          step == config.train.steps else None
+      if pending is not None and (step % config.train.eval_every == 0 or
+                                  step % config.train.checkpoint_every == 0 or
+                                  step == config.train.steps):
+        last_metrics.update(_log_train(writer, timer, *pending, train_iter))
+        pending = None
+      eval_metrics = None
+      if step % config.train.eval_every == 0 or step == config.train.steps:
+        eval_metrics = evaluator.run(state, eval_source, step, writer)
+        last_metrics.update(eval_metrics)
+        timer.pause()
+      if step % config.train.checkpoint_every == 0 or step == config.train.steps:
+        checkpoint.save(manager, step, state, train_iter, metrics=eval_metrics)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return last_metrics
+
+
+def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float]:
+  host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not math.isfinite(host["train/loss"]):
+    raise NonFiniteLossError(
+        f"train/loss is {host['train/loss']} at step {step}; stopping. The last good checkpoint "
+        "is kept in the workdir: lower optimizer.lr or enable optimizer.grad_clip_norm.")
+  host.update(timer.measure(step))
+  host.update(data.iterator_stats(train_iter))
+  writer.write_scalars(step, host)
+  return host
