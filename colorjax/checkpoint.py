@@ -104,7 +104,7 @@ def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + ".tmp")
     tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True))
-    tmp.rename(path)
+    tmp.replace(path)
 
 
 def read_config(workdir: str | epath.Path) -> dict[str, Any]:

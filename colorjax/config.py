@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
       eval="",           # '' = a held-out split of `train`
       eval_fraction=0.2,
       crop_size=176,     # random crop for training (176 in the paper)
+      resize_size=256,   # short side before the random crop; 0 = crop_size
       eval_size=256,     # eval protocol: resize short side + center crop
       eval_images=0,     # 0 = all
       min_chroma=3.0,    # mean Lab chroma below which a training image is dropped as gray
@@ -121,6 +122,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.model.ngf = 4
   c.disc.ndf = 4
   c.data.crop_size = 32
+  c.data.resize_size = 40
   c.data.eval_size = 32
   c.data.eval_images = 8
   c.data.num_threads = 1
@@ -140,6 +142,7 @@ def _quickstart(c: ml_collections.ConfigDict) -> None:
   c.model.ngf = 16
   c.disc.ndf = 16
   c.data.crop_size = 64
+  c.data.resize_size = 80
   c.data.eval_size = 96
   c.train.batch_size = 8
   c.train.steps = 300
@@ -240,7 +243,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("train.pretrain_steps", "data.eval_images", "data.num_workers", "data.min_chroma",
               "optimizer.weight_decay", "optimizer.grad_clip_norm", "loss.l1_weight",
               "loss.gan_weight", "loss.perceptual_weight", "data.cutout", "data.rotate_degrees",
-              "data.blur_sigma", "train.samples"):
+              "data.blur_sigma", "train.samples", "data.resize_size"):
     _check_positive(config, key, allow_zero=True)
   if not 0.0 <= config.data.eval_fraction < 1.0:
     raise ValueError(f"config key data.eval_fraction={config.data.eval_fraction} must be in [0, 1)")
@@ -259,6 +262,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"{config.model.output!r}: 'soft_ce' goes with 'bins' and only with it")
   if config.model.name == "eccv16" and config.model.output != "bins":
     raise ValueError("config key model.output must be 'bins' for model.name='eccv16'")
+  if config.data.resize_size and config.data.resize_size < config.data.crop_size:
+    raise ValueError(f"config key data.resize_size={config.data.resize_size} must be 0 or >= "
+                     f"data.crop_size={config.data.crop_size}")
   if config.model.name == "eccv16" and config.data.crop_size % 8:
     raise ValueError(f"config key data.crop_size={config.data.crop_size} must be a multiple of 8 "
                      "for ECCV16 (three stride-2 stages)")
@@ -275,3 +281,49 @@ def _check_same_keys(config, reference, prefix: str) -> None:
       raise ValueError(f"config key {prefix}{key} is unknown")
     if isinstance(value, ml_collections.ConfigDict):
       _check_same_keys(value, reference[key], f"{prefix}{key}.")
+
+
+def _parse_value(key: str, text: str, current):
+  """Parses an override's text into the type of the value it replaces."""
+  import ast  # pylint: disable=g-import-not-at-top
+  if isinstance(current, bool):
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ValueError(f"config key {key} takes true/false, got {text!r}")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f"config key {key}: cannot parse {text!r} as {type(current).__name__}") from e
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+    value = tuple(value)
+  elif isinstance(current, tuple):
+    value = (value,)
+  if type(value) is not type(current):  # pylint: disable=unidiomatic-typecheck
+    raise ValueError(f"config key {key} takes a {type(current).__name__}, got {text!r}")
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]
+                    ) -> ml_collections.ConfigDict:
+  """Sets `{'optimizer.lr': '1e-4', ...}` (text from the command line), type-checked, then validates."""
+  for key, text in overrides.items():
+    node = config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ValueError(f"config key {'.'.join(parts[:i + 1])} is unknown (in --config.{key})")
+      if i < len(parts) - 1:
+        node = node[part]
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ValueError(f"config key {key} is a group; set one of its keys: {sorted(current)}")
+    node[parts[-1]] = _parse_value(key, text, current)
+  validate(config)
+  return config

@@ -1,0 +1,153 @@
+"""Tests of colorjax.train: the step, device-count independence, resume, NaN stop, bad input."""
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorjax import checkpoint, config as config_lib, data, sharding, train
+
+
+def _fixed_batch(photos_dir, n=8, size=32):
+  rgbs = []
+  for path in sorted(photos_dir.iterdir())[:n]:
+    img = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    rgbs.append(np.asarray(img))
+  return {"rgb": np.stack(rgbs)}
+
+
+def _run_steps(config, batch, num_devices, steps):
+  mesh = sharding.create_mesh(num_devices)
+  setup = train.create_setup(config, np.linspace(0.5, 2.0, 313).astype(np.float32))
+  state, shardings = train.create_state(setup, config, mesh)
+  step = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, sharding.shard_batch(batch, mesh))
+    losses.append(float(metrics["train/loss"]))
+  return losses, jax.device_get(state)
+
+
+def test_loss_goes_down_on_bundled_photos(tiny_config, photos_dir):
+  losses, state = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 6)
+  assert losses[-1] < losses[0] - 0.1, losses
+  assert int(state["step"]) == 6
+
+
+def test_one_and_eight_devices_agree(tiny_config, photos_dir):
+  batch = _fixed_batch(photos_dir)
+  losses1, state1 = _run_steps(tiny_config, batch, 1, 3)
+  losses8, state8 = _run_steps(tiny_config, batch, 8, 3)
+  np.testing.assert_allclose(losses1, losses8, rtol=1e-5)
+  # Adam divides by sqrt(v): where gradients are tiny, float rounding differences of the
+  # reductions are amplified; 1e-4 is a tenth of one step's change at lr=1e-3.
+  flat1 = jax.tree.leaves(state1["gen"]["params"])
+  flat8 = jax.tree.leaves(state8["gen"]["params"])
+  for a, b in zip(flat1, flat8):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # BatchNorm statistics are over the global batch, not per device.
+  for a, b in zip(jax.tree.leaves(state1["gen"]["batch_stats"]),
+                  jax.tree.leaves(state8["gen"]["batch_stats"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_frozen_decode_layer_is_not_trained(tiny_config, photos_dir):
+  _, state = _run_steps(tiny_config, _fixed_batch(photos_dir), 1, 2)
+  from colorjax import color  # pylint: disable=g-import-not-at-top
+  kernel = state["gen"]["params"]["model_out"]["kernel"]
+  np.testing.assert_allclose(kernel.reshape(313, 2), color.AB_BINS / 110, rtol=1e-6)
+
+
+def _losses(workdir):
+  rows = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def test_resume_gives_the_same_losses_and_restores_onto_one_device(tiny_config, tmp_path):
+  c = tiny_config
+  c.train.steps = 6
+  c.train.checkpoint_every = 3
+  straight = tmp_path / "straight"
+  train.train_and_evaluate(c, str(straight))
+
+  resumed = tmp_path / "resumed"
+  c_first = config_lib.apply_overrides(c.copy_and_resolve_references(), {})
+  c_first.train.steps = 3
+  train.train_and_evaluate(c_first, str(resumed))
+  assert checkpoint.read_config(resumed)["train"]["steps"] == 3
+  train.train_and_evaluate(c, str(resumed))
+  a, b = _losses(straight), _losses(resumed)
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  for s in a:
+    assert a[s] == pytest.approx(b[s], rel=1e-5), (s, a[s], b[s])
+  assert (straight / "samples").is_dir() and any((straight / "samples").iterdir())
+  assert any((straight / "tensorboard").iterdir())
+
+  # An 8-device checkpoint restores onto a 1-device mesh.
+  mesh1 = sharding.create_mesh(1)
+  setup = train.create_setup(c, None)
+  state, shardings = train.create_state(setup, c, mesh1)
+  manager = checkpoint.create_manager(straight)
+  restored, step = checkpoint.restore(manager, train.abstract_state(state, shardings))
+  manager.close()
+  assert step == 6 and int(restored["step"]) == 6
+  leaf = jax.tree.leaves(restored["gen"]["params"])[0]
+  assert len(leaf.sharding.device_set) == 1
+  _, variables = checkpoint.load_model(straight)
+  np.testing.assert_array_equal(variables["params"]["model_out"]["kernel"],
+                                jax.device_get(restored["gen"]["params"]["model_out"]["kernel"]))
+
+
+def test_corrupt_image_is_skipped_and_counted(tiny_config, photos_dir, tmp_path):
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  for path in sorted(photos_dir.iterdir())[:6]:
+    shutil.copy(path, folder / path.name)
+  (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+  c = tiny_config
+  c.data.train = str(folder)
+  c.data.eval_fraction = 0.0
+  c.train.steps = 2
+  c.train.checkpoint_every = 2
+  train.train_and_evaluate(c, str(tmp_path / "wd"))
+  rows = [json.loads(l) for l in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
+  assert max(r.get("data/skipped", 0) for r in rows) >= 1
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+  c = tiny_config
+  c.optimizer.lr = 1e30
+  c.optimizer.schedule = "constant"
+  c.train.steps = 6
+  c.train.checkpoint_every = 1
+  with pytest.raises(train.NonFiniteLossError, match=r"at step \d"):
+    train.train_and_evaluate(c, str(tmp_path))
+  manager = checkpoint.create_manager(tmp_path)
+  steps = manager.all_steps()
+  manager.close()
+  # Every kept checkpoint has finite parameters.
+  for s in steps:
+    _, variables = checkpoint.load_model(tmp_path, s)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+def test_bad_config_key_names_the_key():
+  c = config_lib.load_config("eccv16:tiny")
+  with pytest.raises(ValueError, match="optimizer.lrr"):
+    config_lib.apply_overrides(c, {"optimizer.lrr": "1"})
+  with pytest.raises(ValueError, match="train.batch_size"):
+    config_lib.apply_overrides(c, {"train.batch_size": "0"})
+  with pytest.raises(ValueError, match="loss.kind"):
+    config_lib.apply_overrides(c, {"loss.kind": "'l3'"})
+  with pytest.raises(ValueError, match="model.width"):
+    config_lib.apply_overrides(c, {"model.width": "'wide'"})
+
+
+def test_batch_not_divisible_by_devices_fails_clearly(tiny_config, tmp_path):
+  c = tiny_config
+  c.train.batch_size = 6
+  with pytest.raises(ValueError, match="train.batch_size=6"):
+    train.train_and_evaluate(c, str(tmp_path))
