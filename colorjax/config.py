@@ -46,6 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
       semantic_weights="",    # torchvision state_dict file for the backbone ('' = random init)
       semantic_trainable=False,
       dtype="float32",        # compute dtype; 'bfloat16' = mixed precision with float32 params
+      conv_impl="auto",       # convolution lowering: 'auto' (fastest for the backend) | 'xla' | ...
+      remat=False,            # rematerialise activations in the backward pass (large batches)
       temperature=0.38,       # annealed-mean temperature for 'bins' outputs
   ))
   c.disc = ml_collections.ConfigDict(dict(
