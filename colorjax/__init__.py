@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "colorize": ("colorjax.colorize", "colorize"),
+    "colorize": ("colorjax.colorization", "colorize"),
     "Colorizer": ("colorjax.inference", "Colorizer"),
     "train_and_evaluate": ("colorjax.train", "train_and_evaluate"),
     "load_config": ("colorjax.config", "load_config"),
@@ -19,8 +19,7 @@ _LAZY = {
 
 
 def __getattr__(name):
-  # Lazy so that `import colorjax` stays cheap and `colorjax.colorize` the function does not
-  # shadow the submodule until it is asked for.
+  # Lazy, so that `import colorjax` stays cheap (no jax until something is used).
   if name in _LAZY:
     module, attr = _LAZY[name]
     return getattr(importlib.import_module(module), attr)

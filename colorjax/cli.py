@@ -104,8 +104,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_colorize(args) -> int:
-  from colorjax import colorize  # pylint: disable=g-import-not-at-top
-  return colorize.run(args.inputs, args.output, checkpoint=args.checkpoint, weights=args.weights,
+  from colorjax import colorization  # pylint: disable=g-import-not-at-top
+  return colorization.run(args.inputs, args.output, checkpoint=args.checkpoint, weights=args.weights,
                       step=args.step, temperature=args.temperature, size=args.size,
                       batch_size=args.batch_size, progress=not args.quiet)
 

@@ -19,6 +19,8 @@ import numpy as np
 Convention = Literal["eccv16", "pix2pix"]
 
 # CIE D65 white point, 2-degree observer, and the sRGB primaries (IEC 61966-2-1), as in skimage.
+# The white point is not exactly the matrix's row sums, so a gray pixel gets |ab| < 5e-3 rather
+# than exactly 0; matching skimage (the reference of published numbers) is the choice here.
 _D65_WHITE = np.array([0.95047, 1.0, 1.08883])
 _XYZ_FROM_RGB = np.array([
     [0.412453, 0.357580, 0.180423],
