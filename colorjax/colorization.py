@@ -83,7 +83,7 @@ def to_rgb(image: ImageLike) -> np.ndarray:
   """
   if isinstance(image, Image.Image):
     # Any Pillow mode, by the same rules as image files.
-    return images._pil_to_rgb_array(image)  # pylint: disable=protected-access
+    return images.pil_to_rgb(image)
   if isinstance(image, (str, os.PathLike)):
     return images.load_rgb(image)
   if not isinstance(image, np.ndarray):

@@ -153,7 +153,7 @@ def _gray_to_rgb(gray_HW: np.ndarray) -> np.ndarray:
   return np.repeat(gray_HW[..., None], 3, axis=-1)
 
 
-def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
   """Any Pillow mode -> uint8 sRGB (H, W, 3). See `decode_rgb` for the rules."""
   mode = img.mode
   if mode == "RGB":
@@ -165,7 +165,7 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
   if mode in ("P", "PA"):
     has_alpha = mode == "PA" or "transparency" in img.info
     img = img.convert("RGBA" if has_alpha else "RGB")
-    return _pil_to_rgb_array(img)
+    return pil_to_rgb(img)
   if mode in ("RGBA", "RGBa"):
     rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
     return _composite_over_white(rgba[..., :3], rgba[..., 3])
@@ -225,7 +225,7 @@ def decode_rgb(data: bytes, name: str, *, min_side: int | None = None) -> np.nda
   except Exception:  # pylint: disable=broad-except
     _log.debug("ignoring unreadable EXIF orientation of %s", name)
   try:
-    rgb_HW3 = _pil_to_rgb_array(_apply_icc_profile(img))
+    rgb_HW3 = pil_to_rgb(_apply_icc_profile(img))
   except (OSError, ValueError, TypeError) as e:
     raise ImageReadError(name, f"unsupported image mode {img.mode!r} ({e})") from e
   if rgb_HW3.ndim != 3 or rgb_HW3.shape[-1] != 3 or 0 in rgb_HW3.shape:
