@@ -1,0 +1,56 @@
+"""Tests of colorjax.config: every recipe loads and validates; variants and overrides are checked."""
+import pathlib
+
+import pytest
+
+from colorjax import config as config_lib
+
+CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_and_its_tiny_variant_validate(name):
+  config_lib.load_config(name)
+  tiny = config_lib.load_config(f"configs/{name}.py:tiny")
+  assert tiny.train.steps <= 10 and tiny.data.crop_size <= 64
+
+
+def test_variants_override_the_default():
+  full, tiny = config_lib.load_config("eccv16"), config_lib.load_config("eccv16:tiny")
+  assert full.data.crop_size == 176 and full.optimizer.lr == 3e-5
+  assert (full.optimizer.b1, full.optimizer.b2, full.optimizer.weight_decay) == (0.9, 0.99, 1e-3)
+  assert tiny.data.crop_size == 32
+  assert config_lib.load_config("eccv16:tiny,bf16").model.dtype == "bfloat16"
+  with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+    config_lib.load_config("eccv16:huge")
+
+
+def test_overrides_are_typed_and_named():
+  c = config_lib.load_config("eccv16:tiny")
+  config_lib.apply_overrides(c, {"optimizer.lr": "2e-4", "data.flip": "false",
+                                 "optimizer.boundaries": "(10, 20)", "data.train": "/x"})
+  assert c.optimizer.lr == 2e-4 and c.data.flip is False
+  assert c.optimizer.boundaries == (10, 20) and c.data.train == "/x"
+  with pytest.raises(ValueError, match="data.flip"):
+    config_lib.apply_overrides(c, {"data.flip": "maybe"})
+  with pytest.raises(ValueError, match="train.steps"):
+    config_lib.apply_overrides(c, {"train.steps": "1.5"})
+  with pytest.raises(ValueError, match="model"):
+    config_lib.apply_overrides(c, {"model": "1"})
+  with pytest.raises(ValueError, match="nothere"):
+    config_lib.apply_overrides(c, {"nothere.x": "1"})
+
+
+def test_invalid_combinations_name_their_keys():
+  c = config_lib.load_config("eccv16:tiny")
+  with pytest.raises(ValueError, match="data.crop_size"):
+    config_lib.apply_overrides(c.copy_and_resolve_references(), {"data.crop_size": "36"})
+  with pytest.raises(ValueError, match="loss.kind"):
+    config_lib.apply_overrides(c.copy_and_resolve_references(), {"loss.kind": "l1"})
+  with pytest.raises(ValueError, match="data.eval_fraction"):
+    config_lib.apply_overrides(c.copy_and_resolve_references(), {"data.eval_fraction": "1.5"})
+
+
+def test_missing_config_file_is_named():
+  with pytest.raises(FileNotFoundError, match="nope"):
+    config_lib.load_config("configs/nope.py")
