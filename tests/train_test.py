@@ -39,6 +39,9 @@ def test_loss_goes_down_on_bundled_photos(tiny_config, photos_dir):
 
 
 def test_one_and_eight_devices_agree(tiny_config, photos_dir):
+  # A small learning rate keeps Adam's sign-like first updates of near-zero gradients (whose
+  # sign float rounding may flip) from growing into large differences in this tiny network.
+  tiny_config.optimizer.lr = 1e-5
   batch = _fixed_batch(photos_dir)
   losses1, state1, grads1 = _run_steps(tiny_config, batch, 1, 3)
   losses8, state8, grads8 = _run_steps(tiny_config, batch, 8, 3)
@@ -51,7 +54,7 @@ def test_one_and_eight_devices_agree(tiny_config, photos_dir):
   diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
       jax.tree.leaves(state1["gen"]["params"]), jax.tree.leaves(state8["gen"]["params"]))])
   assert diff.max() <= 2 * lr_steps, diff.max()
-  assert np.mean(diff > 1e-5) < 0.01, np.mean(diff > 1e-5)
+  assert np.mean(diff > 1e-7) < 0.01, np.mean(diff > 1e-7)
   # BatchNorm statistics are over the global batch, not per device.
   for a, b in zip(jax.tree.leaves(state1["gen"]["batch_stats"]),
                   jax.tree.leaves(state8["gen"]["batch_stats"])):
