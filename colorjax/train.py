@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
+import signal
+import threading
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -354,35 +355,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}
-  pending = None  # step N's metrics are read after step N+1 is dispatched
+  pending = None  # a log step's metrics, read once the next step is dispatched
   timer = writers.StepTimer(config.train.batch_size, start_step)
+  preemption = _PreemptionFlag()
   try:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = step_fn(step - 1)(state, batch)
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))
-      pending = (step, metrics) if step % config.train.log_every == 0 or \
-          step == config.train.steps else None
-      if pending is not None and (step % config.train.eval_every == 0 or
-                                  step % config.train.checkpoint_every == 0 or
-                                  step == config.train.steps):
-        last_metrics.update(_log_train(writer, timer, *pending, train_iter))
         pending = None
-      eval_metrics = None
-      if step % config.train.eval_every == 0 or step == config.train.steps:
-        eval_metrics = evaluator.run(state, eval_source, step, writer)
+      is_last = step == config.train.steps or preemption.requested
+      do_eval = step % config.train.eval_every == 0 or step == config.train.steps
+      do_save = step % config.train.checkpoint_every == 0 or is_last
+      if do_eval or do_save:
+        # Checked before anything is saved, so a NaN never reaches a checkpoint.
+        last_metrics.update(_log_train(writer, timer, step, metrics, train_iter))
+      elif step % config.train.log_every == 0:
+        pending = (step, metrics)
+      eval_metrics = evaluator.run(state, eval_source, step, writer) if do_eval else None
+      if eval_metrics:
         last_metrics.update(eval_metrics)
-        timer.pause()
-      if step % config.train.checkpoint_every == 0 or step == config.train.steps:
+      if do_save:
         checkpoint.save(manager, step, state, train_iter, metrics=eval_metrics)
+      if do_eval or do_save:
         timer.pause()
+      if preemption.requested:
+        writers.logger.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
+        break
   finally:
+    preemption.restore()
     writers.logger.info("input: %s", train_iter.stats.summary())
     manager.wait_until_finished()
     manager.close()
     writer.close()
   return last_metrics
+
+
+class _PreemptionFlag:
+  """Turns SIGTERM (preemption) into 'save a checkpoint at the end of this step and stop'.
+
+  Only in a single-process run on the main thread: with several processes, all would have to
+  agree on the step, and the scheduler's SIGKILL after the grace period is covered by the
+  periodic checkpoints anyway.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float]:

@@ -158,3 +158,29 @@ def test_batch_not_divisible_by_devices_fails_clearly(tiny_config, tmp_path):
   c.train.batch_size = 6
   with pytest.raises(ValueError, match="train.batch_size=6"):
     train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_sigterm_saves_and_a_rerun_resumes(tmp_path):
+  import os, signal, subprocess, sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  workdir = tmp_path / "wd"
+  cmd = [sys.executable, "-m", "colorjax.cli", "train", "--config", "eccv16:tiny",
+         "--workdir", str(workdir), "--config.train.steps=400", "--config.train.eval_every=1000",
+         "--config.train.checkpoint_every=1000"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 240
+  while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=240)
+  assert proc.returncode == 0, out
+  manager = checkpoint.create_manager(workdir)
+  saved = manager.latest_step()
+  manager.close()
+  assert saved is not None and 2 <= saved < 400, out
+  subprocess.run(cmd[:-3] + [f"--config.train.steps={saved + 2}", "--config.train.eval_every=1000"],
+                 check=True, capture_output=True, env=os.environ)
+  steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()
+           if "train/loss" in json.loads(l)]
+  assert steps[-1] == saved + 2 and sorted(set(steps)) == steps
