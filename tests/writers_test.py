@@ -1,0 +1,35 @@
+"""Tests of colorjax.writers: JSON lines, TensorBoard event files and the console line."""
+import json
+
+import numpy as np
+
+from colorjax import writers
+
+
+def test_scalars_images_and_text_are_written(tmp_path):
+  w = writers.MetricWriter(tmp_path, total_steps=10)
+  w.write_scalars(1, {"train/loss": 2.5, "perf/images_per_s": 3.0})
+  w.write_scalars(2, {"train/loss": 2.0})
+  w.write_images(2, {"eval/grid": np.zeros((4, 6, 3), np.uint8)})
+  w.write_text("config", "a: 1")
+  w.close()
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows == [{"step": 1, "train/loss": 2.5, "perf/images_per_s": 3.0},
+                  {"step": 2, "train/loss": 2.0}]
+  events = list((tmp_path / "tensorboard").iterdir())
+  assert events and events[0].stat().st_size > 0
+
+
+def test_console_line_has_progress_and_eta():
+  w = writers.MetricWriter(None, total_steps=100)
+  w.write_scalars(10, {"train/loss": 1.0})
+  line = w._console_line(20, {"train/loss": 0.5, "perf/images_per_s": 4.0})  # pylint: disable=protected-access
+  assert line.startswith("step 20/100 | ETA ") and "train/loss=0.5" in line
+  assert writers._format_duration(3725) == "1:02:05"  # pylint: disable=protected-access
+
+
+def test_step_timer_measures_images_per_second():
+  timer = writers.StepTimer(global_batch_size=8, start_step=0)
+  out = timer.measure(4)
+  assert out["perf/images_per_s"] == 8 / out["perf/step_time_s"]
+  assert timer.measure(4) == {}
