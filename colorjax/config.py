@@ -23,6 +23,9 @@ GAN_LOSSES = ("vanilla", "lsgan", "hinge")
 SCHEDULES = ("constant", "step", "linear_decay")
 DTYPES = ("float32", "bfloat16")
 BACKBONES = ("", "resnet18", "vgg16")
+# The ReLU outputs of VGG19 (stages of 2, 2, 4, 4, 4 convs) a perceptual loss may tap.
+VGG19_RELU_LAYERS = tuple(f"relu{stage}_{k}" for stage, convs in enumerate((2, 2, 4, 4, 4), start=1)
+                          for k in range(1, convs + 1))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,7 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
       multiscale_inputs=False,  # L at x1, x0.5, x2 (seed 002)
       semantic_backbone="",   # '' | 'resnet18' | 'vgg16': classifier features fused in
       semantic_weights="",    # torchvision state_dict file for the backbone ('' = random init)
-      semantic_trainable=False,
+      semantic_trainable=False,  # False: the backbone is frozen (no gradient, no update)
+      semantic_width=1.0,     # backbone channel multiplier; < 1 only for random tiny test models
+      init_from="",           # start G from: official ECCV16 .pth, or a colorjax model dir or
+                              # workdir with the same architecture ('' = random init)
       dtype="float32",        # compute dtype; 'bfloat16' = mixed precision with float32 params
       conv_impl="auto",       # convolution lowering: 'auto' (fastest for the backend) | 'xla' | ...
       remat=False,            # rematerialise activations in the backward pass (large batches)
@@ -81,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
       gan_weight=1.0,
       l1_weight=100.0,      # lambda of the pix2pix L1 term
       perceptual_weight=0.0,
-      perceptual_weights="",  # torchvision VGG19 state_dict file
+      perceptual_weights="",  # torchvision VGG19 state_dict file; 'random' = random (tests only)
+      perceptual_layers=("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),  # VGG19 taps
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -196,6 +203,18 @@ def resolve_config_path(spec: str) -> str:
       f"config {path!r} not found (looked for {', '.join(str(c) for c in candidates)})")
 
 
+def recipe_module(name: str):
+  """The module of `configs/<name>.py`, for recipes that start from another recipe's config."""
+  path = REPO_CONFIGS_DIR / f"{name}.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"recipe {name!r} not found: {path} is missing")
+  module_spec = importlib.util.spec_from_file_location(f"colorjax_config_{pathlib.Path(path).stem}",
+                                                       path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Loads `get_config(arg)` from a config file spec (see `resolve_config_path`)."""
   path, _, arg = resolve_config_path(spec).partition(":")
@@ -258,10 +277,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config key loss.soft_k={config.loss.soft_k} must be <= 313")
   if len(config.optimizer.boundaries) != len(config.optimizer.scales):
     raise ValueError("config keys optimizer.boundaries and optimizer.scales must have equal length")
-  if (config.model.output == "bins") != (config.loss.kind == "soft_ce"):
+  # A 'bins' model may also regress its decoded (annealed-mean) ab, as the GAN fine-tuning of
+  # ECCV16 in seed 000 does; without a discriminator that throws away what 'bins' is for.
+  if config.loss.kind == "soft_ce" and config.model.output != "bins":
+    raise ValueError(f"config key loss.kind='soft_ce' needs model.output='bins', got "
+                     f"{config.model.output!r}")
+  if (config.model.output == "bins" and config.loss.kind != "soft_ce"
+      and not config.disc.enabled):
     raise ValueError(
-        f"config key loss.kind={config.loss.kind!r} does not fit model.output="
-        f"{config.model.output!r}: 'soft_ce' goes with 'bins' and only with it")
+        f"config key loss.kind={config.loss.kind!r} does not fit model.output='bins': a bins "
+        "model trains with 'soft_ce', or regresses its decoded ab only as a GAN generator "
+        "(disc.enabled=True)")
   if config.model.name == "eccv16" and config.model.output != "bins":
     raise ValueError("config key model.output must be 'bins' for model.name='eccv16'")
   if config.data.resize_size and config.data.resize_size < config.data.crop_size:
@@ -272,6 +298,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      "for ECCV16 (three stride-2 stages)")
   if config.disc.enabled and config.model.output == "rgb":
     raise ValueError("config key disc.enabled needs model.output 'ab' or 'bins' (D sees L and ab)")
+  _validate_gan_and_semantic(config)
+
+
+def _validate_gan_and_semantic(config: ml_collections.ConfigDict) -> None:
+  """The keys of the GAN, perceptual-loss and semantic-conditioning recipes."""
+  m = config.model
+  _check_positive(config, "model.semantic_width")
+  if m.semantic_backbone and m.name != "unet":
+    raise ValueError(f"config key model.semantic_backbone={m.semantic_backbone!r} needs "
+                     f"model.name='unet' (got {m.name!r}): only the U-Net has a semantic input")
+  if m.semantic_weights and not m.semantic_backbone:
+    raise ValueError("config key model.semantic_weights is set but model.semantic_backbone is ''")
+  if m.semantic_weights and m.semantic_width != 1.0:
+    raise ValueError(f"config key model.semantic_width={m.semantic_width} must be 1.0 when "
+                     "model.semantic_weights is given (pretrained weights have the full width)")
+  if config.disc.semantic and not (config.disc.enabled and m.semantic_backbone):
+    raise ValueError("config key disc.semantic needs disc.enabled=True and a "
+                     "model.semantic_backbone")
+  bad = [name for name in config.loss.perceptual_layers if name not in VGG19_RELU_LAYERS]
+  if bad:
+    raise ValueError(f"config key loss.perceptual_layers: {bad} are not VGG19 ReLU outputs; "
+                     f"use some of {list(VGG19_RELU_LAYERS)}")
+  if config.loss.perceptual_weight > 0 and not config.loss.perceptual_layers:
+    raise ValueError("config key loss.perceptual_layers is empty but loss.perceptual_weight > 0")
 
 
 def _check_same_keys(config, reference, prefix: str) -> None:

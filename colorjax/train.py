@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
-from colorjax import writers
+from colorjax import perceptual, writers
 from colorjax import prior as prior_lib
 
 State = dict[str, Any]
@@ -90,7 +90,14 @@ def create_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, lr: fl
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """Everything the step needs besides state and batch; bound with functools.partial."""
+  """Everything the step needs besides state and batch; bound with functools.partial.
+
+  `perceptual` is the VGG19 of the perceptual loss (None when loss.perceptual_weight is 0); its
+  constant variables travel in the state (`state['perceptual']`), not in the step's closure, so
+  they are not compiled into the step as constants. `initial` holds host variables that
+  `init_state` puts over the fresh ones: {'gen' | 'disc' | 'perceptual': {collection: subtree}}
+  (pretrained backbones, `model.init_from`, VGG19 weights); a restored checkpoint replaces them.
+  """
   generator: nn.Module
   discriminator: nn.Module | None
   gen_tx: optax.GradientTransformation
@@ -99,11 +106,20 @@ class Setup:
   loss_cfg: ml_collections.FrozenConfigDict
   ema_decay: float
   class_weights: np.ndarray  # (313,) rebalancing weights (soft_ce only)
+  perceptual: nn.Module | None = None
+  initial: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | None) -> Setup:
+  """Models, optimizers and the host-side initial variables of `config` (weights files are read
+  here, once). A frozen semantic backbone (model.semantic_trainable=False) joins
+  `optimizer.frozen` by its name, so neither optimizer updates nor decays it."""
   generator = models.create_generator(config.model, config.data.crop_size)
   opt = config.optimizer
+  if config.model.semantic_backbone and not config.model.semantic_trainable:
+    from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
+    opt = opt.copy_and_resolve_references()
+    opt.frozen = tuple(opt.frozen) + (semantic.BACKBONE_NAME,)
   gen_tx = create_optimizer(opt, config.train.steps, lr=opt.lr, b1=opt.b1, b2=opt.b2,
                             weight_decay=opt.weight_decay)
   discriminator = disc_tx = None
@@ -113,10 +129,63 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
                                b2=opt.disc_b2, weight_decay=0.0)
   if class_weights is None:
     class_weights = np.ones((color.Q,), np.float32)
+  initial = _initial_variables(config)
+  perceptual_net = None
+  if config.loss.perceptual_weight > 0:
+    layers = tuple(config.loss.perceptual_layers)
+    perceptual_net = perceptual.create_network(layers)
+    initial["perceptual"] = perceptual.load_variables(config.loss.perceptual_weights, layers)
   return Setup(generator, discriminator, gen_tx, disc_tx,
                ml_collections.FrozenConfigDict(config.model),
                ml_collections.FrozenConfigDict(config.loss),
-               float(opt.ema_decay), np.asarray(class_weights, np.float32))
+               float(opt.ema_decay), np.asarray(class_weights, np.float32),
+               perceptual_net, initial)
+
+
+def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Pretrained generator / discriminator variables named by the config, read on the host."""
+  m, initial = config.model, {}
+  if m.semantic_backbone and m.semantic_weights:
+    from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
+    backbone = semantic.semantic_backbone_variables(m.semantic_backbone, m.semantic_weights)
+    nested = {col: {semantic.BACKBONE_NAME: tree} for col, tree in backbone.items()}
+    initial["gen"] = nested
+    if config.disc.enabled and config.disc.semantic:
+      initial["disc"] = nested
+  elif m.semantic_backbone:
+    writers.logger.warning(
+        "model.semantic_weights is '': the %s semantic backbone has RANDOM weights, so its "
+        "conditioning carries no semantics (fine for tests, meaningless for results)",
+        m.semantic_backbone)
+  if m.init_from:
+    if m.name == "eccv16" and str(m.init_from).endswith((".pth", ".pt")):
+      from colorjax.models import eccv16  # pylint: disable=g-import-not-at-top
+      variables = eccv16.load_torch_eccv16(m.init_from, width=m.width)
+    else:
+      _, variables = checkpoint.load_model(m.init_from)
+    initial["gen"] = {**initial.get("gen", {}), **{k: variables[k] for k in variables}}
+    initial["gen_source"] = f"model.init_from={m.init_from}"
+  return initial
+
+
+def _overlay(fresh: Mapping[str, Any], loaded: Mapping[str, Any], source: str,
+             require_all: bool) -> dict[str, Any]:
+  """`fresh` variables with every leaf of `loaded` put in its place (same path and shape)."""
+  fresh_leaves = dict(jax.tree_util.tree_flatten_with_path(fresh)[0])
+  loaded_leaves = jax.tree_util.tree_flatten_with_path(loaded)[0]
+  names = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+  problems = [f"{names(p)}: not in the model" for p, _ in loaded_leaves if p not in fresh_leaves]
+  problems += [f"{names(p)}: shape {np.shape(v)} != {fresh_leaves[p].shape}"
+               for p, v in loaded_leaves
+               if p in fresh_leaves and tuple(np.shape(v)) != tuple(fresh_leaves[p].shape)]
+  if require_all:
+    loaded_paths = {p for p, _ in loaded_leaves}
+    problems += [f"{names(p)}: missing" for p in fresh_leaves if p not in loaded_paths]
+  if problems:
+    raise ValueError(f"{source} does not fit the model of this config: " + "; ".join(
+        problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""))
+  replace = {p: jnp.asarray(v, fresh_leaves[p].dtype) for p, v in loaded_leaves}
+  return jax.tree_util.tree_map_with_path(lambda p, x: replace.get(p, x), dict(fresh))
 
 
 def _init_module(module: nn.Module, tx, rng, x) -> dict[str, Any]:
@@ -138,11 +207,26 @@ def init_state(setup: Setup, seed: int, crop_size: int, ema: bool) -> State:
   state = {"step": jnp.zeros((), jnp.int32),
            "rng": jax.random.fold_in(jax.random.PRNGKey(seed), 1),
            "gen": _init_module(setup.generator, setup.gen_tx, gen_key, jnp.zeros(l_shape))}
-  if ema:
-    state["gen"]["ema_params"] = state["gen"]["params"]
   if setup.discriminator is not None:
     state["disc"] = _init_module(setup.discriminator, setup.disc_tx, disc_key,
                                  jnp.zeros((1, crop_size, crop_size, 3)))
+  # Pretrained variables (read by create_setup) replace the random ones, before the optimizer
+  # state and the EMA are derived from them.
+  for part, tx in (("gen", setup.gen_tx), ("disc", setup.disc_tx)):
+    loaded = setup.initial.get(part)
+    if loaded is None or part not in state:
+      continue
+    whole_model = part == "gen" and "gen_source" in setup.initial
+    source = setup.initial["gen_source"] if whole_model else "model.semantic_weights"
+    fresh = {k: state[part][k] for k in ("params", "batch_stats")}
+    merged = _overlay(fresh, {k: v for k, v in loaded.items() if k in fresh}, source,
+                      require_all=whole_model)
+    state[part] = {**merged, "opt_state": tx.init(merged["params"])}
+  if ema:
+    state["gen"]["ema_params"] = state["gen"]["params"]
+  if setup.perceptual is not None:
+    state["perceptual"] = {"params": jax.tree.map(jnp.asarray,
+                                                  setup.initial["perceptual"]["params"])}
   return state
 
 
@@ -187,7 +271,19 @@ def _reconstruction_loss(setup: Setup, out, rgb, ab_true) -> jax.Array:
     target = rgb.astype(jnp.float32) / 127.5 - 1.0
   else:
     target = color.normalize_ab(ab_true)
+  if setup.model_cfg.output == "bins":
+    # Regression of a bins model (seed 000's ECCV16 fine-tuning) acts on its decoded ab.
+    out = _fake_ab_norm(setup, out, *ab_true.shape[1:3])
   return losses.regression(out, target, loss_cfg.kind, loss_cfg.l1_mse_p)
+
+
+def _predicted_rgb(setup: Setup, out, l_norm, height: int, width: int) -> jax.Array:
+  """The generator's color image, sRGB in [0, 1] at full resolution (for the perceptual loss)."""
+  if setup.model_cfg.output == "rgb":
+    return (out.astype(jnp.float32) + 1.0) / 2.0
+  ab = color.denormalize_ab(_fake_ab_norm(setup, out, height, width).astype(jnp.float32))
+  l = color.denormalize_l(l_norm, setup.model_cfg.convention)
+  return color.lab_to_rgb(jnp.concatenate([l, ab], axis=-1))
 
 
 def _fake_ab_norm(setup: Setup, out, height: int, width: int) -> jax.Array:
@@ -254,6 +350,14 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
       total = loss_cfg.gan_weight * gan + loss_cfg.l1_weight * l1
       if loss_cfg.kind == "soft_ce":
         total = total + rec
+    # Pretraining steps of a GAN recipe use the regression loss alone (seed 000: stage 1 is MSE).
+    if setup.perceptual is not None and (adversarial or setup.discriminator is None):
+      rgb_pred = _predicted_rgb(setup, out, l_norm, height, width)
+      rgb_true = batch["rgb"].astype(jnp.float32) / 255.0
+      p_loss = perceptual.perceptual_loss(setup.perceptual, state["perceptual"], rgb_pred,
+                                          rgb_true, loss_cfg.perceptual_layers)
+      terms["train/perceptual_loss"] = p_loss
+      total = total + loss_cfg.perceptual_weight * p_loss
     return total, (bs, terms)
 
   (loss, (gen_bs, terms)), grads = jax.value_and_grad(gen_loss_fn, has_aux=True)(gen["params"])

@@ -184,3 +184,10 @@ def test_sigterm_saves_and_a_rerun_resumes(tmp_path):
   steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()
            if "train/loss" in json.loads(l)]
   assert steps[-1] == saved + 2 and sorted(set(steps)) == steps
+
+
+def test_mixed_precision_keeps_float32_params(tiny_config, photos_dir):
+  config_lib.apply_overrides(tiny_config, {"model.dtype": "bfloat16"})
+  losses, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 2)
+  assert all(np.isfinite(losses))
+  assert {x.dtype for x in jax.tree.leaves(state["gen"]["params"])} == {np.dtype("float32")}

@@ -34,7 +34,8 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
     from colorjax.models.unet import UNetGenerator, num_downs_for_size
     out_channels = 3 if model_cfg["output"] == "rgb" else 2
     num_downs = int(_get(model_cfg, "num_downs", 0)) or num_downs_for_size(image_size)
-    return UNetGenerator(
+    backbone = _semantic_backbone(model_cfg, dtype)
+    unet = UNetGenerator(
         out_channels=out_channels,
         ngf=int(model_cfg["ngf"]),
         num_downs=num_downs,
@@ -42,14 +43,51 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
         skip_connections=bool(model_cfg["skip_connections"]),
         attention=tuple(_get(model_cfg, "attention", ())),
         multiscale_inputs=bool(_get(model_cfg, "multiscale_inputs", False)),
+        semantic_channels=_semantic_channels(model_cfg),
         dtype=dtype,
     )
+    if backbone is None:
+      return unet
+    from colorjax.models.semantic import SemanticGenerator
+    return SemanticGenerator(unet, backbone, convention=model_cfg["convention"],
+                             trainable=bool(_get(model_cfg, "semantic_trainable", False)))
   raise ValueError(f"unknown model.name {name!r}")
 
 
+def _semantic_backbone(model_cfg: Mapping[str, Any], dtype) -> nn.Module | None:
+  """The backbone of `model.semantic_backbone` (None when '')."""
+  name = _get(model_cfg, "semantic_backbone", "")
+  if not name:
+    return None
+  from colorjax.models.semantic import create_semantic_backbone
+  return create_semantic_backbone(name, float(_get(model_cfg, "semantic_width", 1.0)), dtype)
+
+
+def _semantic_channels(model_cfg: Mapping[str, Any]) -> int:
+  name = _get(model_cfg, "semantic_backbone", "")
+  if not name:
+    return 0
+  from colorjax.models.semantic import embedding_size
+  return embedding_size(name, float(_get(model_cfg, "semantic_width", 1.0)))
+
+
 def create_discriminator(disc_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> nn.Module:
-  """The PatchGAN discriminator of `config.disc` (input: concat(L, ab), normalised)."""
+  """The PatchGAN discriminator of `config.disc` (input: concat(L, ab), normalised).
+
+  With `disc.semantic`, it is conditioned on its own copy of the `model.semantic_backbone`
+  (seed 002's conditional PatchGAN), wrapped in a `SemanticDiscriminator`.
+  """
   from colorjax.models.patchgan import PatchGANDiscriminator
-  return PatchGANDiscriminator(
+  dtype = _DTYPES[_get(model_cfg, "dtype", "float32")]
+  semantic = bool(_get(disc_cfg, "semantic", False))
+  backbone = _semantic_backbone(model_cfg, dtype) if semantic else None
+  if semantic and backbone is None:
+    raise ValueError("config key disc.semantic needs a model.semantic_backbone")
+  patchgan = PatchGANDiscriminator(
       ndf=int(disc_cfg["ndf"]), n_layers=int(disc_cfg["n_layers"]),
-      dtype=_DTYPES[_get(model_cfg, "dtype", "float32")])
+      semantic_channels=_semantic_channels(model_cfg) if semantic else 0, dtype=dtype)
+  if backbone is None:
+    return patchgan
+  from colorjax.models.semantic import SemanticDiscriminator
+  return SemanticDiscriminator(patchgan, backbone, convention=model_cfg["convention"],
+                               trainable=bool(_get(model_cfg, "semantic_trainable", False)))

@@ -35,6 +35,7 @@ import numpy as np
 
 from colorjax import color
 from colorjax import torch_weights
+from colorjax.ops import conv as conv_ops
 
 # (base channels, number of 3x3 convs, stride of the last conv, dilation) of blocks 1-7.
 _BLOCKS = (
@@ -89,10 +90,16 @@ class ECCV16(nn.Module):
       model). The 313 logits and the 2 ab outputs do not scale.
     dtype: computation dtype (e.g. jnp.bfloat16 for mixed precision); logits are float32.
     param_dtype: dtype of the parameters.
+    conv_impl: how convs are computed (`colorjax.ops.conv.CONV_IMPLS`; 'auto' = the fastest
+      for the backend). Values and parameters do not depend on it.
+    remat: recompute each block's activations in the backward pass instead of keeping them
+      (`nn.remat` per block): less memory for larger batches, ~1/3 more compute.
   """
   width: float = 1.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  conv_impl: str = "auto"
+  remat: bool = False
 
   @nn.compact
   def __call__(self, l_norm_BHW1: jax.Array, train: bool) -> jax.Array:
@@ -106,31 +113,45 @@ class ECCV16(nn.Module):
     if not self.width > 0:
       raise ValueError(f"ECCV16 width must be positive, got {self.width}")
 
+    impl = conv_ops.resolve_conv_impl(self.conv_impl)
+
     def conv(features, name, stride=1, dilation=1):
       # Explicit padding as in torch: 'SAME' would pad stride-2 convs on one side only.
-      return nn.Conv(features, (3, 3), strides=stride, padding=((dilation, dilation),) * 2,
-                     kernel_dilation=dilation, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name=name)
+      return conv_ops.Conv(features, (3, 3), strides=stride,
+                           padding=((dilation, dilation),) * 2, kernel_dilation=dilation,
+                           dtype=self.dtype, param_dtype=self.param_dtype, impl=impl, name=name)
 
-    x = l_norm_BHW1
-    for block, (base, n_convs, last_stride, dilation) in enumerate(_BLOCKS, start=1):
+    def block(module, x, index):
+      del module  # the layers are created in (and named under) this module's scope
+      base, n_convs, last_stride, dilation = _BLOCKS[index - 1]
       features = scaled_channels(base, self.width)
       for i in range(1, n_convs + 1):
         stride = last_stride if i == n_convs else 1
-        x = nn.relu(conv(features, f"conv{block}_{i}", stride, dilation)(x))
-      x = nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM,
-                       epsilon=_BN_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name=f"bn{block}")(x)
+        x = nn.relu(conv(features, f"conv{index}_{i}", stride, dilation)(x))
+      return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM,
+                          epsilon=_BN_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name=f"bn{index}")(x)
 
-    features = scaled_channels(_BLOCK8_CHANNELS, self.width)
-    # torch ConvTranspose2d(k=4, s=2, p=1) is a conv over the 2x-dilated input padded by
-    # k - 1 - p = 2 on each side, with the spatially flipped, channel-swapped kernel.
-    x = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                         transpose_kernel=True, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="conv8_1")(x)
-    x = nn.relu(x)
-    x = nn.relu(conv(features, "conv8_2")(x))
-    x = nn.relu(conv(features, "conv8_3")(x))
+    def block8(module, x):
+      del module
+      features = scaled_channels(_BLOCK8_CHANNELS, self.width)
+      # torch ConvTranspose2d(k=4, s=2, p=1) is a conv over the 2x-dilated input padded by
+      # k - 1 - p = 2 on each side, with the spatially flipped, channel-swapped kernel.
+      x = conv_ops.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                                 transpose_kernel=True, dtype=self.dtype,
+                                 param_dtype=self.param_dtype, impl=impl, name="conv8_1")(x)
+      x = nn.relu(x)
+      x = nn.relu(conv(features, "conv8_2")(x))
+      return nn.relu(conv(features, "conv8_3")(x))
+
+    # Parameter names do not change with remat: the blocks are functions of this module.
+    if self.remat:
+      block = nn.remat(block, static_argnums=(2,))
+      block8 = nn.remat(block8)
+    x = l_norm_BHW1
+    for index in range(1, len(_BLOCKS) + 1):
+      x = block(self, x, index)
+    x = block8(self, x)
     logits = nn.Conv(color.Q, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv8_313")(x)
 
@@ -141,9 +162,10 @@ class ECCV16(nn.Module):
     return logits.astype(jnp.float32)
 
 
-def create_eccv16(width: float = 1.0, dtype: Any = jnp.float32) -> ECCV16:
+def create_eccv16(width: float = 1.0, dtype: Any = jnp.float32, conv_impl: str = "auto",
+                  remat: bool = False) -> ECCV16:
   """The ECCV16 network at a channel `width` multiplier, computing in `dtype` (params float32)."""
-  return ECCV16(width=width, dtype=dtype)
+  return ECCV16(width=width, dtype=dtype, conv_impl=conv_impl, remat=remat)
 
 
 # ------------------------------------------------------------------------------------------------
