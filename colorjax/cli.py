@@ -89,17 +89,33 @@ def cmd_eval(args) -> int:
         failed.append(str(e))
         print(f"colorjax eval: skipping {e}", file=sys.stderr)
 
+  fid_variables = None
+  if args.fid_weights:
+    from colorjax import fid  # pylint: disable=g-import-not-at-top
+    fid_variables = fid.load_inception(args.fid_weights)
   result, acc = evaluate.evaluate_images(colorizer, pairs(), protocol=args.protocol,
-                                         size=args.size, prior=given_prior)
+                                         size=args.size, prior=given_prior,
+                                         fid_variables=fid_variables,
+                                         fid_batch_size=args.fid_batch_size)
   result["skipped"] = len(failed)
   csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
   acc.write(result, args.out, csv_path)
   for name in ("model", "gray"):
     r = result[name]
+    fid_text = f"  FID {r['fid']:.2f}" if "fid" in r else ""
     print(f"{name:>5}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  AuC {r['auc']:.4f}  "
-          f"AuC(rebal) {r['auc_rebalanced']:.4f}  colorfulness {r['colorfulness']:.1f}")
+          f"AuC(rebal) {r['auc_rebalanced']:.4f}  colorfulness {r['colorfulness']:.1f}{fid_text}")
   print(f"{result['images']} images ({result['protocol']} protocol), {len(failed)} skipped; "
         f"wrote {args.out} and {csv_path}")
+  return 0
+
+
+def cmd_report(args) -> int:
+  from colorjax import report  # pylint: disable=g-import-not-at-top
+  index = report.write_report(args.runs, args.out, title=args.title,
+                              game_dirs=[tuple(p) for p in args.game_pairs or ()],
+                              game_rounds=args.game_rounds)
+  print(f"wrote {index}, {index.parent / 'report.md'} and {index.parent / 'game.html'}")
   return 0
 
 
@@ -161,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--prior", help="prior .npy for the rebalanced AuC (default: the set's own)")
   p.add_argument("--out", default="metrics.json")
   p.add_argument("--csv", help="per-image rows (default: next to --out)")
+  p.add_argument("--fid-weights", help="pytorch-fid Inception weights file "
+                 "(pt_inception-2015-12-05-6726825d.pth) to add FID; see colorjax/fid.py")
+  p.add_argument("--fid-batch-size", type=int, default=16)
+
+  p = sub.add_parser("report", help="HTML + Markdown comparison of runs, and a "
+                     "'which one is real?' game page")
+  p.add_argument("runs", nargs="+", help="training workdirs and/or `colorjax eval` output dirs")
+  p.add_argument("--out", required=True, help="output folder (index.html, report.md, game.html)")
+  p.add_argument("--title")
+  p.add_argument("--game-pairs", nargs=2, action="append", metavar=("COLORIZED_DIR", "PHOTOS_DIR"),
+                 help="also play on a `colorjax colorize` output folder and its input folder")
+  p.add_argument("--game-rounds", type=int, default=30)
 
   p = sub.add_parser("colorize", help="colorize image files or folders")
   p.add_argument("inputs", nargs="+")
@@ -202,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   commands = {"train": lambda: cmd_train(args, overrides), "bench": lambda: cmd_bench(args, overrides),
               "eval": lambda: cmd_eval(args), "colorize": lambda: cmd_colorize(args),
               "prior": lambda: cmd_prior(args), "import": lambda: cmd_import(args),
-              "prepare": lambda: cmd_prepare(args)}
+              "prepare": lambda: cmd_prepare(args), "report": lambda: cmd_report(args)}
   try:
     return commands[args.command]()
   except KeyboardInterrupt:

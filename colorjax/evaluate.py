@@ -244,14 +244,23 @@ def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, protocol: str = "full",
                     size: int | None = None, prior: np.ndarray | None = None,
-                    progress: bool = True) -> tuple[dict[str, Any], Accumulator]:
-  """Evaluates a `inference.Colorizer` on (name, uint8 RGB) pairs; returns (result, accumulator)."""
+                    progress: bool = True, fid_variables=None, fid_batch_size: int = 16,
+                    ) -> tuple[dict[str, Any], Accumulator]:
+  """Evaluates a `inference.Colorizer` on (name, uint8 RGB) pairs; returns (result, accumulator).
+
+  With `fid_variables` (`fid.load_inception(path)`), the model and gray sections get an 'fid'
+  against the ground truths (the paired protocol documented in `colorjax.fid`).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   if protocol not in ("full", "center"):
     raise ValueError(f"protocol must be 'full' or 'center', got {protocol!r}")
   size = size or colorizer.size
   acc = Accumulator(prior=prior)
+  fid_acc = None
+  if fid_variables is not None:
+    from colorjax import fid  # pylint: disable=g-import-not-at-top
+    fid_acc = fid.FidAccumulator(fid_variables, names=("model", "gray"), batch_size=fid_batch_size)
   for name, rgb in tqdm(images, desc="eval", unit="img", disable=not progress):
     if protocol == "center":
       rgb = _center_crop(rgb, size)
@@ -263,4 +272,17 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
     results = compare_to_truth(jnp.asarray(l_full[None]), jnp.asarray(ab_full[None]),
                                jnp.asarray(rgb[None]), jnp.ones((1,), bool))
     acc.add(results, [name], [True])
-  return acc.result(protocol), acc
+    if fid_acc is not None:
+      def as_rgb(ab):
+        return color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l_full, ab], -1)))
+      fid_acc.add(rgb, model=as_rgb(ab_full), gray=as_rgb(np.zeros_like(ab_full)))
+  result = acc.result(protocol)
+  if fid_acc is not None:
+    if len(acc.rows) < 2:
+      raise ValueError("FID needs at least 2 evaluated images")
+    for name, value in fid_acc.result().items():
+      result[name]["fid"] = value
+    result["fid_protocol"] = ("colorized vs their own ground truths, each at the evaluated "
+                              "resolution resized to 299x299 (pytorch-fid preprocessing); not "
+                              "comparable with ImageNet FID-5K/50K numbers")
+  return result, acc

@@ -94,3 +94,23 @@ def test_perfect_prediction_scores_one_and_writes_json_and_csv(photos_dir, tmp_p
 def test_flatten_names_keys_for_the_writer():
   flat = evaluate.flatten({"model": {"psnr": 20.0}, "images": 3, "protocol": "full"})
   assert flat == {"eval/model/psnr": 20.0, "eval/images": 3.0}
+
+
+def test_fid_is_added_for_model_and_gray(photos_dir):
+  import jax  # pylint: disable=g-import-not-at-top
+  from colorjax import fid  # pylint: disable=g-import-not-at-top
+  net = fid.InceptionV3()
+  variables = jax.jit(lambda k: net.init(k, jnp.zeros((1, 75, 75, 3))))(jax.random.key(0, impl="rbg"))
+  rgbs = _images(photos_dir, 3, 40)
+
+  class Half:
+    size = 40
+
+    def __call__(self, l_BHW1):
+      return np.zeros(l_BHW1.shape[:3] + (2,), np.float32) + 10.0
+
+  result, _ = evaluate.evaluate_images(Half(), [(str(i), x) for i, x in enumerate(rgbs)],
+                                       progress=False, fid_variables=variables)
+  assert result["model"]["fid"] >= 0 and result["gray"]["fid"] >= 0
+  assert result["model"]["fid"] != result["gray"]["fid"]
+  assert "not comparable" in result["fid_protocol"]
