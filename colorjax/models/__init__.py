@@ -29,7 +29,9 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
   if name == "eccv16":
     from colorjax.models.eccv16 import ECCV16
 
-    return ECCV16(width=float(model_cfg["width"]), dtype=dtype)
+    return ECCV16(width=float(model_cfg["width"]), dtype=dtype,
+                  conv_impl=str(_get(model_cfg, "conv_impl", "auto")),
+                  remat=bool(_get(model_cfg, "remat", False)))
   if name == "unet":
     from colorjax.models.unet import UNetGenerator, num_downs_for_size
     out_channels = 3 if model_cfg["output"] == "rgb" else 2

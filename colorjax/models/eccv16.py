@@ -25,6 +25,7 @@ Usage::
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Mapping
 
@@ -145,13 +146,11 @@ class ECCV16(nn.Module):
       return nn.relu(conv(features, "conv8_3")(x))
 
     # Parameter names do not change with remat: the blocks are functions of this module.
-    if self.remat:
-      block = nn.remat(block, static_argnums=(2,))
-      block8 = nn.remat(block8)
+    maybe_remat = nn.remat if self.remat else (lambda fn: fn)
     x = l_norm_BHW1
     for index in range(1, len(_BLOCKS) + 1):
-      x = block(self, x, index)
-    x = block8(self, x)
+      x = maybe_remat(functools.partial(block, index=index))(self, x)
+    x = maybe_remat(block8)(self, x)
     logits = nn.Conv(color.Q, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv8_313")(x)
 
