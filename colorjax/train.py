@@ -18,7 +18,7 @@ import functools
 import math
 import signal
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -88,15 +88,28 @@ def create_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, lr: fl
 # ----------------------------------------------------------------------------------------------
 
 
+class Pretrained(NamedTuple):
+  """Host variables that `init_state` puts over the random ones of one part of the state.
+
+  variables: {collection: subtree}, e.g. {'params': {'semantic_backbone': {...}}}.
+  source: the config key (and file) they come from, for error messages.
+  whole_model: True when they must cover every variable of the part (`model.init_from`).
+  """
+  variables: Mapping[str, Any]
+  source: str
+  whole_model: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """Everything the step needs besides state and batch; bound with functools.partial.
 
   `perceptual` is the VGG19 of the perceptual loss (None when loss.perceptual_weight is 0); its
-  constant variables travel in the state (`state['perceptual']`), not in the step's closure, so
-  they are not compiled into the step as constants. `initial` holds host variables that
-  `init_state` puts over the fresh ones: {'gen' | 'disc' | 'perceptual': {collection: subtree}}
-  (pretrained backbones, `model.init_from`, VGG19 weights); a restored checkpoint replaces them.
+  constant variables travel in the state, `state['perceptual'] = {'params': ...}` (saved with
+  it, never updated), not in the step's closure, so they are not compiled into the step as
+  constants. `initial` maps 'gen' / 'disc' / 'perceptual' to the `Pretrained` variables read from
+  the files the config names (semantic backbone, `model.init_from`, VGG19); they are constants
+  of the jitted `init_state` only, and a restored checkpoint replaces them.
   """
   generator: nn.Module
   discriminator: nn.Module | None
@@ -107,7 +120,7 @@ class Setup:
   ema_decay: float
   class_weights: np.ndarray  # (313,) rebalancing weights (soft_ce only)
   perceptual: nn.Module | None = None
-  initial: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  initial: Mapping[str, Pretrained] = dataclasses.field(default_factory=dict)
 
 
 def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | None) -> Setup:
@@ -133,8 +146,11 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
   perceptual_net = None
   if config.loss.perceptual_weight > 0:
     layers = tuple(config.loss.perceptual_layers)
-    perceptual_net = perceptual.create_network(layers)
-    initial["perceptual"] = perceptual.load_variables(config.loss.perceptual_weights, layers)
+    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else None
+    perceptual_net = perceptual.create_network(layers, dtype=dtype)
+    initial["perceptual"] = Pretrained(
+        perceptual.load_variables(config.loss.perceptual_weights, layers),
+        f"loss.perceptual_weights={config.loss.perceptual_weights}")
   return Setup(generator, discriminator, gen_tx, disc_tx,
                ml_collections.FrozenConfigDict(config.model),
                ml_collections.FrozenConfigDict(config.loss),
@@ -142,13 +158,18 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
                perceptual_net, initial)
 
 
-def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Pretrained generator / discriminator variables named by the config, read on the host."""
+def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretrained]:
+  """Pretrained generator / discriminator variables named by the config, read on the host.
+
+  `model.semantic_weights` go to the backbone of G (and of D with disc.semantic);
+  `model.init_from` replaces all of G, its semantic backbone included.
+  """
   m, initial = config.model, {}
   if m.semantic_backbone and m.semantic_weights:
     from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
     backbone = semantic.semantic_backbone_variables(m.semantic_backbone, m.semantic_weights)
-    nested = {col: {semantic.BACKBONE_NAME: tree} for col, tree in backbone.items()}
+    nested = Pretrained({col: {semantic.BACKBONE_NAME: tree} for col, tree in backbone.items()},
+                        f"model.semantic_weights={m.semantic_weights}")
     initial["gen"] = nested
     if config.disc.enabled and config.disc.semantic:
       initial["disc"] = nested
@@ -163,8 +184,8 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
       variables = eccv16.load_torch_eccv16(m.init_from, width=m.width)
     else:
       _, variables = checkpoint.load_model(m.init_from)
-    initial["gen"] = {**initial.get("gen", {}), **{k: variables[k] for k in variables}}
-    initial["gen_source"] = f"model.init_from={m.init_from}"
+    initial["gen"] = Pretrained(dict(variables), f"model.init_from={m.init_from}",
+                                whole_model=True)
   return initial
 
 
@@ -172,7 +193,7 @@ def _overlay(fresh: Mapping[str, Any], loaded: Mapping[str, Any], source: str,
              require_all: bool) -> dict[str, Any]:
   """`fresh` variables with every leaf of `loaded` put in its place (same path and shape)."""
   fresh_leaves = dict(jax.tree_util.tree_flatten_with_path(fresh)[0])
-  loaded_leaves = jax.tree_util.tree_flatten_with_path(loaded)[0]
+  loaded_leaves = jax.tree_util.tree_flatten_with_path(dict(loaded))[0]
   names = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
   problems = [f"{names(p)}: not in the model" for p, _ in loaded_leaves if p not in fresh_leaves]
   problems += [f"{names(p)}: shape {np.shape(v)} != {fresh_leaves[p].shape}"
@@ -213,20 +234,18 @@ def init_state(setup: Setup, seed: int, crop_size: int, ema: bool) -> State:
   # Pretrained variables (read by create_setup) replace the random ones, before the optimizer
   # state and the EMA are derived from them.
   for part, tx in (("gen", setup.gen_tx), ("disc", setup.disc_tx)):
-    loaded = setup.initial.get(part)
-    if loaded is None or part not in state:
+    pretrained = setup.initial.get(part)
+    if pretrained is None or part not in state:
       continue
-    whole_model = part == "gen" and "gen_source" in setup.initial
-    source = setup.initial["gen_source"] if whole_model else "model.semantic_weights"
     fresh = {k: state[part][k] for k in ("params", "batch_stats")}
-    merged = _overlay(fresh, {k: v for k, v in loaded.items() if k in fresh}, source,
-                      require_all=whole_model)
+    merged = _overlay(fresh, pretrained.variables, pretrained.source,
+                      require_all=pretrained.whole_model)
     state[part] = {**merged, "opt_state": tx.init(merged["params"])}
   if ema:
     state["gen"]["ema_params"] = state["gen"]["params"]
   if setup.perceptual is not None:
-    state["perceptual"] = {"params": jax.tree.map(jnp.asarray,
-                                                  setup.initial["perceptual"]["params"])}
+    state["perceptual"] = {"params": jax.tree.map(
+        jnp.asarray, setup.initial["perceptual"].variables["params"])}
   return state
 
 
