@@ -1,0 +1,208 @@
+"""colorjax vs PyTorch: the same training step, timed alternately in one process.
+
+  python -m benchmarks.compare --model eccv16 --size 128 --batch 8 --repeats 5
+  python -m benchmarks.compare --model pix2pix --size 128 --batch 4
+
+Both sides take the same host uint8 RGB batch and do the same work per step (Lab conversion and
+target encoding inside the step, forward, backward, optimiser update); see torch_models.py.
+colorjax runs on one device with the step `colorjax.train` builds (compiled ahead of time);
+PyTorch runs eagerly with `torch.set_num_threads(<cores>)`, in the faster of NCHW and
+channels_last (chosen after warm-up, unless --torch-format is given). After warm-up, each repeat
+times `--steps` steps of one side then of the other, alternating which goes first, so both see
+the same machine load; the ratio is reported as the median of the per-repeat ratios (robust to
+load that changes between repeats) beside the ratio of the medians, with the CPU seconds each
+side's step consumed (both use all cores; on a loaded machine wall time is what the load left).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def colorjax_config(model: str, size: int, batch: int, overrides: dict[str, str]):
+  """The colorjax recipe of `model` at `size` px and global batch `batch`."""
+  from colorjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  sizes = {"data.crop_size": str(size), "data.resize_size": str(size),
+           "train.batch_size": str(batch)}
+  if model == "eccv16":
+    return config_lib.apply_overrides(config_lib.load_config("eccv16"), {**sizes, **overrides})
+  sizes["model.num_downs"] = str(int(round(math.log2(size))))  # unet_128 at 128 px, ...
+  try:
+    config = config_lib.load_config("pix2pix")
+  except FileNotFoundError:
+    config = config_lib.base_config()
+    config.model.name = "unet"
+    config.model.output = "ab"
+    config.model.convention = "pix2pix"
+    config.loss.kind = "l1"
+    config.disc.enabled = True
+    config.optimizer.update(lr=2e-4, b1=0.5, b2=0.999, weight_decay=0.0, schedule="constant",
+                            disc_lr=2e-4, disc_b1=0.5, disc_b2=0.999, frozen=())
+  return config_lib.apply_overrides(config, {**sizes, **overrides})
+
+
+def make_colorjax_step(config) -> tuple[Callable[[np.ndarray], object], float]:
+  """(step(rgb_uint8_BHW3) -> metrics, compile seconds) on one device; state kept inside."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from colorjax import sharding, train  # pylint: disable=g-import-not-at-top
+  mesh = sharding.create_mesh(1)
+  setup = train.create_setup(config, None)
+  state, shardings = train.create_state(setup, config, mesh)
+  step = train.make_train_step(setup, shardings, mesh, setup.discriminator is not None)
+  batch_sharding = sharding.batch_sharded(mesh)
+  example = np.zeros((config.train.batch_size, config.data.crop_size, config.data.crop_size, 3),
+                     np.uint8)
+  start = time.perf_counter()
+  compiled = step.lower(state, {"rgb": jax.device_put(example, batch_sharding)}).compile()
+  compile_s = time.perf_counter() - start
+  holder = {"state": state}
+
+  def run(rgb_uint8_BHW3: np.ndarray):
+    holder["state"], metrics = compiled(holder["state"],
+                                        {"rgb": jax.device_put(rgb_uint8_BHW3, batch_sharding)})
+    return jax.block_until_ready(metrics)
+
+  return run, compile_s
+
+
+def make_torch_step(model: str, size: int, channels_last: bool) -> Callable[[np.ndarray], object]:
+  from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
+  if model == "eccv16":
+    return torch_models.make_eccv16_step(channels_last=channels_last)
+  return torch_models.make_pix2pix_step(size, channels_last=channels_last)
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _time(step: Callable[[np.ndarray], object], rgb: np.ndarray, steps: int,
+          cpu: list[float] | None = None) -> float:
+  """Wall seconds per step over `steps` consecutive steps (CPU seconds appended to `cpu`)."""
+  cpu_start, start = _cpu_seconds(), time.perf_counter()
+  for _ in range(steps):
+    result = step(rgb)
+  float(result["train/loss"] if isinstance(result, dict) else result)  # results are ready
+  if cpu is not None:
+    cpu.append((_cpu_seconds() - cpu_start) / steps)
+  return (time.perf_counter() - start) / steps
+
+
+def _retaining_freed_memory() -> bool:
+  from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+  return xla_cpu.is_retaining_freed_memory()
+
+
+def _summary(times: list[float], batch: int) -> dict[str, float]:
+  rates = [batch / t for t in times]
+  return {"images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
+          "step_s": statistics.median(times)}
+
+
+def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
+            torch_format: str = "auto", overrides: dict[str, str] | None = None) -> dict:
+  """Runs the comparison and returns its results (also printed)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  torch.set_num_threads(cores)
+  config = colorjax_config(model, size, batch, overrides or {})
+  rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
+
+  cj_step, compile_s = make_colorjax_step(config)
+  cj_step(rgb)  # warm-up
+  formats = {"nchw": False, "channels_last": True}
+  if torch_format == "auto":
+    candidates = {name: make_torch_step(model, size, cl) for name, cl in formats.items()}
+    for step in candidates.values():
+      step(rgb)  # warm-up (oneDNN primitive creation)
+    trial = {name: min(_time(step, rgb, 1) for _ in range(2)) for name, step in candidates.items()}
+    torch_format = min(trial, key=trial.get)
+    torch_step = candidates[torch_format]
+  else:
+    torch_step = make_torch_step(model, size, formats[torch_format])
+    torch_step(rgb)
+    torch_step(rgb)
+
+  load_before = os.getloadavg()[0]
+  cj_times, torch_times, cj_cpu, torch_cpu = [], [], [], []
+  for r in range(repeats):
+    order = [(cj_step, cj_times, cj_cpu), (torch_step, torch_times, torch_cpu)]
+    for step, times, cpu in (order if r % 2 == 0 else order[::-1]):
+      times.append(_time(step, rgb, steps, cpu))
+  ratios = [t / c for c, t in zip(cj_times, torch_times)]
+  from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
+  result = {
+      "model": model, "image_size": size, "batch": batch, "repeats": repeats,
+      "steps_per_repeat": steps, "threads": cores,
+      "colorjax": {**_summary(cj_times, batch), "compile_s": compile_s,
+                   "cpu_s_per_step": statistics.median(cj_cpu),
+                   "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
+                   "remat": bool(config.model.remat)},
+      "torch": {**_summary(torch_times, batch), "format": torch_format,
+                "cpu_s_per_step": statistics.median(torch_cpu),
+                "version": torch.__version__},
+      "ratio_median_of_pairs": statistics.median(ratios),
+      "ratio_of_medians": statistics.median(torch_times) / statistics.median(cj_times),
+      "ratio_min_max": [min(ratios), max(ratios)],
+      "load_avg_1m": [load_before, os.getloadavg()[0]],
+      "retain_freed_memory": _retaining_freed_memory(),
+      "per_repeat_images_per_s": {"colorjax": [batch / t for t in cj_times],
+                                  "torch": [batch / t for t in torch_times]},
+  }
+  cj, tt = result["colorjax"], result["torch"]
+  print(f"{model} {size}x{size} batch {batch}, {repeats} alternating repeats of {steps} step(s), "
+        f"{cores} threads, load {result['load_avg_1m'][0]:.1f}->{result['load_avg_1m'][1]:.1f}"
+        f"{', freed memory retained' if result['retain_freed_memory'] else ''}")
+  print(f"  colorjax ({cj['conv_impl']}): {cj['images_per_s']:.3f} img/s "
+        f"[{cj['min']:.3f}-{cj['max']:.3f}], {cj['cpu_s_per_step']:.2f} CPU s/step, "
+        f"compile {compile_s:.1f} s")
+  print(f"  torch {tt['version']} ({torch_format}): {tt['images_per_s']:.3f} img/s "
+        f"[{tt['min']:.3f}-{tt['max']:.3f}], {tt['cpu_s_per_step']:.2f} CPU s/step")
+  print(f"  colorjax / torch: {result['ratio_median_of_pairs']:.2f}x (median of per-repeat "
+        f"ratios, range {min(ratios):.2f}-{max(ratios):.2f}; ratio of medians "
+        f"{result['ratio_of_medians']:.2f}x)")
+  print(json.dumps(result), flush=True)
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", choices=("eccv16", "pix2pix"), default="eccv16")
+  parser.add_argument("--size", type=int, default=128)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=1, help="steps per side per repeat")
+  parser.add_argument("--torch-format", choices=("auto", "nchw", "channels_last"),
+                      default="auto")
+  parser.add_argument("--retain-freed-memory", action="store_true",
+                      help="colorjax.ops.xla_cpu.retain_freed_memory() first (glibc malloc keeps "
+                           "freed memory: no page faults on each step's buffers; both sides)")
+  args, rest = parser.parse_known_args(argv)
+  if args.retain_freed_memory:
+    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+    if not xla_cpu.retain_freed_memory():
+      parser.error("--retain-freed-memory needs glibc's malloc")
+  overrides = {}
+  for arg in rest:
+    if not arg.startswith("--config.") or "=" not in arg:
+      parser.error(f"unrecognised argument {arg!r} (colorjax overrides are --config.KEY=VALUE)")
+    key, _, value = arg[len("--config."):].partition("=")
+    overrides[key] = value
+  compare(args.model, args.size, args.batch, args.repeats, args.steps, args.torch_format,
+          overrides)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,507 @@
+"""2-D convolutions with selectable lowerings, as Flax modules that replace `nn.Conv`/`nn.ConvTranspose`.
+
+Why: XLA:CPU lowers some convolutions badly. The kernel gradient of a 4x4 stride-2 transposed
+conv (ECCV16's conv8_1, 8x16x16x512 -> 256) runs at ~1 GFLOP/s, 6.5-27 s of a step that
+otherwise takes ~3 s; and a 3x3 conv costs 9 multiply-adds per output where Winograd's
+F(2x2, 3x3) needs 4. The implementations ('impl'), all giving the values and gradients of 'xla'
+to float rounding (tests/conv_test.py):
+
+  'xla'       `lax.conv_general_dilated` / `lax.conv_transpose` (the reference; GPU/TPU).
+  'subpixel'  as 'xla', but a strided transposed conv is computed phase by phase: the outputs
+              (s*m + r, s*n + c) are a stride-1 conv of the undilated input with the kernel taps
+              that reach them, interleaved into the output (no products with the zeros of a
+              dilated input; each phase's gradients are ordinary dense convs).
+  'im2col'    every conv as one matmul over the kh*kw shifted (strided, dilated) views of the
+              padded input, with a custom VJP whose kernel gradient is one matmul
+              (patches^T @ dy) and whose input gradient is (dy @ kernel^T) scattered back
+              (col2im); 1x1 convs are a plain dot; transposed convs phase by phase.
+  'winograd'  3x3 stride-1 convs with >= 16 input channels by F(2x2, 3x3) (Lavin & Gray 2016;
+              dilated ones after a space-to-batch split), differentiated by JAX so that both
+              gradients are Winograd-shaped batched matmuls too; every other conv as 'im2col'.
+  'auto'      `resolve_conv_impl`: 'winograd' on CPU, 'xla' elsewhere.
+
+Measured on a shared 2-core AVX-512 host, ECCV16 train step at 128 px, batch 8, medians of
+alternating runs in one process (benchmarks/README.md): 'xla' 23 s/step under load;
+'subpixel' 4.1-4.5 s; 'winograd' 2.9-3.8 s; 'im2col' 6.5-7.5 s (its kh*kw x larger patches
+cost more in memory traffic and page faults than XLA's own conv loops); a variant keeping XLA's
+forward and input gradient with a matmul kernel gradient 6.8-7.8 s; F(4x4, 3x3) Winograd no
+faster than F(2x2, 3x3) and twice as slow to compile. The strided convs of 'winograd' cost the
+same through im2col as through XLA in ECCV16 (2.95 vs 2.92 s/step); in the pix2pix step
+(U-Net + PatchGAN, 4x4 convs, 128 px, batch 4) im2col made it 1.31 s/step against XLA's 1.64.
+
+Parameters are Flax's: `kernel` (kh, kw, in, out) and `bias` (out,), so checkpoints and weight
+importers do not depend on the implementation.
+
+Usage::
+
+  y = Conv(64, (3, 3), strides=2, padding=((1, 1), (1, 1)), impl="auto")(x_BHWC)
+  y = conv2d(x_BHWC, kernel_HWIO, strides=(1, 1), padding=((1, 1), (1, 1)), impl="winograd")
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "subpixel", "im2col", "winograd")
+# What 'auto' means per backend. XLA's own convs everywhere for now: the custom-VJP forms match
+# lax values and gradients on one device (tests/conv_test.py), but a jitted ECCV16 step with the
+# batch split over 8 host devices gave a gradient norm 0.7% off the 1-device one, so they are
+# opt-in (`model.conv_impl=winograd`) until that is understood.
+_AUTO_IMPL: dict[str, str] = {}
+
+# Winograd needs enough input channels to amortise its transforms: on ECCV16's 1-channel first
+# conv it is 3x slower than XLA, where im2col is 1.5-1.8x faster than XLA (~2 GFLOP/s there).
+_WINOGRAD_MIN_CHANNELS = 16
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_conv_impl(impl: str, backend: str | None = None) -> str:
+  """`model.conv_impl` -> a concrete implementation; 'auto' picks by `backend` (default: JAX's).
+
+  'auto' is 'winograd' on CPU and 'xla' on GPU and TPU (cuDNN and the TPU compiler choose
+  their own algorithms, Winograd included). Raises ValueError naming the config key for an
+  unknown value.
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"config key model.conv_impl={impl!r} is not one of {list(CONV_IMPLS)}")
+  if impl != "auto":
+    return impl
+  return _AUTO_IMPL.get(backend or jax.default_backend(), "xla")
+
+
+# ------------------------------------------------------------------------------------------------
+# Shapes and padding
+# ------------------------------------------------------------------------------------------------
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+  if isinstance(value, (int, np.integer)):
+    return int(value), int(value)
+  value = tuple(int(v) for v in value)
+  if len(value) != 2:
+    raise ValueError(f"{name} must be an int or a pair of ints for a 2-D conv, got {value}")
+  return value
+
+
+def conv_padding(padding: Any, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
+                 strides: tuple[int, int], dilation: tuple[int, int]) -> Pads:
+  """Flax/lax padding ('SAME', 'VALID', int, ints or (lo, hi) pairs) -> ((lo, hi), (lo, hi))."""
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"padding {padding!r} is not supported; use 'SAME', 'VALID' or pairs")
+    dilated = tuple((k - 1) * d + 1 for k, d in zip(kernel_hw, dilation))
+    return tuple(lax.padtype_to_pads(in_hw, dilated, strides, padding.upper()))
+  if isinstance(padding, (int, np.integer)):
+    return ((int(padding),) * 2,) * 2
+  pads = []
+  for p in padding:
+    pads.append((int(p), int(p)) if isinstance(p, (int, np.integer)) else
+                tuple(int(v) for v in p))
+  if len(pads) != 2 or any(len(p) != 2 for p in pads):
+    raise ValueError(f"padding must be 2 (lo, hi) pairs for a 2-D conv, got {padding!r}")
+  return tuple(pads)
+
+
+def conv_transpose_padding(padding: Any, kernel_hw: tuple[int, int],
+                           strides: tuple[int, int]) -> Pads:
+  """`lax.conv_transpose` padding -> explicit pads of its stride-dilated input.
+
+  Pairs are used as given (they pad the dilated input, as in `lax.conv_transpose`); 'SAME' and
+  'VALID' follow lax: output size `in * stride` resp. `in * stride + max(k - stride, 0)`.
+  """
+  if not isinstance(padding, str):
+    return conv_padding(padding, (0, 0), kernel_hw, strides, (1, 1))
+  pads = []
+  for k, s in zip(kernel_hw, strides):
+    if padding.upper() == "SAME":
+      total = k + s - 2
+      lo = k - 1 if s > k - 1 else math.ceil(total / 2)
+    elif padding.upper() == "VALID":
+      total = k + s - 2 + max(k - s, 0)
+      lo = k - 1
+    else:
+      raise ValueError(f"padding {padding!r} is not supported; use 'SAME', 'VALID' or pairs")
+    pads.append((lo, total - lo))
+  return tuple(pads)
+
+
+def _pad_hw(x_BHWC: jax.Array, pads: Pads) -> jax.Array:
+  """Zero padding of H and W; negative pads crop."""
+  (top, bottom), (left, right) = pads
+  if top == bottom == left == right == 0:
+    return x_BHWC
+  zero = jnp.zeros((), x_BHWC.dtype)
+  return lax.pad(x_BHWC, zero, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
+
+
+def _out_size(size: int, k: int, s: int, d: int, pad: tuple[int, int]) -> int:
+  return (size + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# im2col: a conv as one matmul, with a matmul-only VJP
+# ------------------------------------------------------------------------------------------------
+
+
+def _im2col(x_BHWC, kernel_hw, strides, pads, dilation) -> jax.Array:
+  """(B, Ho, Wo, kh*kw*C) patches, ordered (kernel row, kernel column, channel) like HWIO."""
+  xp = _pad_hw(x_BHWC, pads)
+  b, hp, wp, c = xp.shape
+  (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
+  ho, wo = _out_size(hp, kh, sh, dh, (0, 0)), _out_size(wp, kw, sw, dw, (0, 0))
+  views = [lax.slice(xp, (0, i * dh, j * dw, 0),
+                     (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+                     (1, sh, sw, 1))
+           for i in range(kh) for j in range(kw)]
+  return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+
+
+def _col2im(dpatches_BHWK, x_shape, kernel_hw, strides, pads, dilation) -> jax.Array:
+  """The transpose of `_im2col`: sums each view's cotangent back into its input positions."""
+  b, h, w, c = x_shape
+  (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
+  hp, wp = h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1]
+  _, ho, wo, _ = dpatches_BHWK.shape
+  zero = jnp.zeros((), dpatches_BHWK.dtype)
+  total = None
+  for index, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+    view = lax.slice_in_dim(dpatches_BHWK, index * c, (index + 1) * c, axis=3)
+    placed = lax.pad(view, zero, (
+        (0, 0, 0),
+        (i * dh, hp - i * dh - (ho - 1) * sh - 1, sh - 1),
+        (j * dw, wp - j * dw - (wo - 1) * sw - 1, sw - 1),
+        (0, 0, 0)))
+    total = placed if total is None else total + placed
+  (top, bottom), (left, right) = pads
+  return _pad_hw(total, ((-top, -bottom), (-left, -right)))
+
+
+def _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation):
+  kh, kw, cin, cout = kernel_HWIO.shape
+  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation)
+  return lax.dot_general(patches, kernel_HWIO.reshape(kh * kw * cin, cout),
+                         (((3,), (0,)), ((), ())))
+
+
+def _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation):
+  return lax.conv_general_dilated(x_BHWC, kernel_HWIO, strides, pads, rhs_dilation=dilation,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation):
+  return _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+
+
+def _conv_im2col_fwd(x_BHWC, kernel_HWIO, strides, pads, dilation):
+  # Only the input is kept: patches are kh*kw times larger and cheap to rebuild.
+  y = _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  return y, (x_BHWC, kernel_HWIO)
+
+
+def _conv_im2col_bwd(strides, pads, dilation, residuals, dy_BHWO):
+  x_BHWC, kernel_HWIO = residuals
+  kh, kw, cin, cout = kernel_HWIO.shape
+  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation)
+  dkernel = lax.dot_general(patches, dy_BHWO, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                            preferred_element_type=jnp.float32)
+  dpatches = lax.dot_general(dy_BHWO, kernel_HWIO.reshape(kh * kw * cin, cout),
+                             (((3,), (1,)), ((), ())))
+  dx = _col2im(dpatches, x_BHWC.shape, (kh, kw), strides, pads, dilation)
+  return dx.astype(x_BHWC.dtype), dkernel.reshape(kernel_HWIO.shape).astype(kernel_HWIO.dtype)
+
+
+_conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
+
+
+def _conv_pointwise(x_BHWC, kernel_11IO, strides, pads):
+  """A 1x1 conv: a dot over channels (autodiff gives matmul gradients)."""
+  xp = _pad_hw(x_BHWC, pads)
+  if strides != (1, 1):
+    xp = xp[:, ::strides[0], ::strides[1]]
+  return lax.dot_general(xp, kernel_11IO[0, 0], (((3,), (0,)), ((), ())))
+
+
+# ------------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3)
+# ------------------------------------------------------------------------------------------------
+
+# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+# Neural Networks", 2016): for a 4x4 input tile d and a 3x3 kernel g, the 2x2 output tile is
+# A^T [(G g G^T) * (B^T d B)] A: 16 multiplications instead of 36, with the points 0, +-1 (exact
+# in float). F(4x4, 3x3) (4x fewer) measured no faster here and compiled 2x slower.
+_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> jax.Array:
+  """stack([sum_k matrix[a, k] * parts[k] for each row a]): a small linear map along a new axis 0.
+
+  Built from adds and subtracts (no matmul), so XLA fuses it with its neighbours.
+  """
+  out = []
+  for row in matrix:
+    total = None
+    for coefficient, part in zip(row, parts):
+      if coefficient == 0:
+        continue
+      term = part if abs(coefficient) == 1 else lax.mul(part, jnp.asarray(abs(coefficient),
+                                                                          part.dtype))
+      if total is None:
+        total = term if coefficient > 0 else lax.neg(term)
+      else:
+        total = lax.add(total, term) if coefficient > 0 else lax.sub(total, term)
+    out.append(lax.expand_dims(total, (0,)))
+  return lax.concatenate(out, 0)
+
+
+def _strided(x, axis: int, start: int, count: int, stride: int) -> jax.Array:
+  """x[..., start : start + count * stride : stride, ...] along `axis`."""
+  return lax.slice_in_dim(x, start, start + (count - 1) * stride + 1, stride, axis)
+
+
+def _unstack(x, axis: int) -> list[jax.Array]:
+  return [lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis])]
+
+
+def _winograd_conv3x3(x_BHWC, kernel_33IO, pads):
+  """Stride-1, undilated 3x3 conv by F(2x2, 3x3): 16 matmuls over the 2x2 output tiles."""
+  b, h, w, cin = x_BHWC.shape
+  cout = kernel_33IO.shape[-1]
+  ho, wo = _out_size(h, 3, 1, 1, pads[0]), _out_size(w, 3, 1, 1, pads[1])
+  th, tw = -(-ho // 2), -(-wo // 2)
+  # Pad (or crop) to exactly the 2*tiles + 2 rows and columns the 4x4 tiles read.
+  xp = _pad_hw(x_BHWC, ((pads[0][0], 2 * th + 2 - h - pads[0][0]),
+                        (pads[1][0], 2 * tw + 2 - w - pads[1][0])))
+  # B^T d B: rows of the tiles, then columns -> (4, 4, B, th, tw, C).
+  rows = _combine(_WINOGRAD_BT, [_strided(xp, 1, k, th, 2) for k in range(4)])
+  v = _combine(_WINOGRAD_BT, [_strided(rows, 3, k, tw, 2) for k in range(4)])
+  v_TNI = v.reshape(16, b * th * tw, cin)
+  # G g G^T likewise (an einsum would lower to K=3 matmuls with layout copies, ~15% of a step).
+  u = _combine(_WINOGRAD_G, _unstack(_combine(_WINOGRAD_G, _unstack(kernel_33IO, 0)), 1))
+  prod = lax.dot_general(v_TNI, u.reshape(16, cin, cout), (((2,), (1,)), ((0,), (0,))))
+  prod = prod.reshape(4, 4, b, th, tw, cout)
+  # A^T m A -> (2, 2, B, th, tw, O): output row and column within each tile first.
+  y = _combine(_WINOGRAD_AT, _unstack(_combine(_WINOGRAD_AT, _unstack(prod, 0)), 1))
+  y = y.transpose(2, 3, 0, 4, 1, 5)  # (B, th, row in tile, tw, column in tile, O)
+  return y.reshape(b, 2 * th, 2 * tw, cout)[:, :ho, :wo]
+
+
+def _space_to_batch(x_BHWC, d):
+  """(B, H, W, C) -> (d*d*B, H/d, W/d, C): the d x d polyphase components of the input."""
+  b, h, w, c = x_BHWC.shape
+  x = x_BHWC.reshape(b, h // d, d, w // d, d, c)
+  return x.transpose(2, 4, 0, 1, 3, 5).reshape(d * d * b, h // d, w // d, c)
+
+
+def _batch_to_space(y, d, batch):
+  _, h, w, c = y.shape
+  y = y.reshape(d, d, batch, h, w, c)
+  return y.transpose(2, 3, 0, 4, 1, 5).reshape(batch, h * d, w * d, c)
+
+
+def _winograd_applies(x_shape, kernel_hw, strides, pads, dilation) -> bool:
+  if kernel_hw != (3, 3) or strides != (1, 1) or dilation[0] != dilation[1]:
+    return False
+  d = dilation[0]
+  return all(v % d == 0 for v in (x_shape[1], x_shape[2], *pads[0], *pads[1]))
+
+
+def _conv_winograd(x_BHWC, kernel_33IO, pads, d):
+  if d == 1:
+    return _winograd_conv3x3(x_BHWC, kernel_33IO, pads)
+  # A d-dilated conv is an undilated conv of each of the d x d polyphase components.
+  phase_pads = tuple((lo // d, hi // d) for lo, hi in pads)
+  y = _winograd_conv3x3(_space_to_batch(x_BHWC, d), kernel_33IO, phase_pads)
+  return _batch_to_space(y, d, x_BHWC.shape[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Functional API
+# ------------------------------------------------------------------------------------------------
+
+
+def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding: Any = "SAME",
+           dilation=(1, 1), impl: str = "xla") -> jax.Array:
+  """A 2-D convolution (cross-correlation, as `lax.conv_general_dilated`) of NHWC by HWIO.
+
+  `padding` takes Flax's forms ('SAME', 'VALID', ints, (lo, hi) pairs); `impl` one of
+  CONV_IMPLS. The result has the values of `lax.conv_general_dilated` for every impl.
+  """
+  if x_BHWC.ndim != 4 or kernel_HWIO.ndim != 4:
+    raise ValueError(f"conv2d takes NHWC inputs and HWIO kernels, got shapes {x_BHWC.shape} and "
+                     f"{kernel_HWIO.shape}")
+  if x_BHWC.shape[-1] != kernel_HWIO.shape[2]:
+    raise ValueError(f"input has {x_BHWC.shape[-1]} channels but the kernel expects "
+                     f"{kernel_HWIO.shape[2]} (kernel shape {kernel_HWIO.shape})")
+  impl = resolve_conv_impl(impl)
+  strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
+  kernel_hw = kernel_HWIO.shape[:2]
+  pads = conv_padding(padding, x_BHWC.shape[1:3], kernel_hw, strides, dilation)
+  if impl in ("xla", "subpixel"):
+    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  if kernel_hw == (1, 1):
+    return _conv_pointwise(x_BHWC, kernel_HWIO, strides, pads)
+  if (impl == "winograd" and x_BHWC.shape[-1] >= _WINOGRAD_MIN_CHANNELS and
+      _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation)):
+    return _conv_winograd(x_BHWC, kernel_HWIO, pads, dilation[0])
+  return _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation)
+
+
+def _phase_taps(k: int, s: int, pad_lo: int, r: int) -> tuple[int, int]:
+  """First tap and input offset of output phase r of a stride-s transposed conv (1-D).
+
+  Output o = s*m + r of a conv over the s-dilated input padded by pad_lo reads input
+  m + (r + t - pad_lo) / s with tap t for every t = r' (mod s), r' = (pad_lo - r) mod s.
+  """
+  first = (pad_lo - r) % s
+  return first, (r + first - pad_lo) // s
+
+
+def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1),
+                     padding: Any = "SAME", dilation=(1, 1), transpose_kernel: bool = False,
+                     impl: str = "xla") -> jax.Array:
+  """A transposed convolution with the semantics of `lax.conv_transpose` (NHWC, HWIO).
+
+  For impl != 'xla' the output is computed phase by phase: output positions (s*m + r, s*n + c)
+  form a stride-1 conv of the undilated input with the taps of the kernel that reach them, so
+  no multiplication by the dilation's zeros happens and each phase's gradients are dense convs.
+  """
+  impl = resolve_conv_impl(impl)
+  strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
+  if impl == "xla":
+    return lax.conv_transpose(x_BHWC, kernel_HWIO, strides, padding, rhs_dilation=dilation,
+                              dimension_numbers=_DIMENSION_NUMBERS,
+                              transpose_kernel=transpose_kernel)
+  kernel = kernel_HWIO
+  if transpose_kernel:
+    kernel = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  if dilation != (1, 1):
+    zero = jnp.zeros((), kernel.dtype)
+    kernel = lax.pad(kernel, zero, ((0, 0, dilation[0] - 1), (0, 0, dilation[1] - 1),
+                                    (0, 0, 0), (0, 0, 0)))
+  if x_BHWC.shape[-1] != kernel.shape[2]:
+    raise ValueError(f"input has {x_BHWC.shape[-1]} channels but the transposed conv kernel "
+                     f"expects {kernel.shape[2]} (kernel shape {kernel_HWIO.shape}, "
+                     f"transpose_kernel={transpose_kernel})")
+  kernel_hw = kernel.shape[:2]
+  pads = conv_transpose_padding(padding, kernel_hw, strides)
+  b, h, w, _ = x_BHWC.shape
+  cout = kernel.shape[-1]
+  out_hw = tuple((n - 1) * s + 1 + lo + hi - k + 1
+                 for n, s, (lo, hi), k in zip((h, w), strides, pads, kernel_hw))
+  inner_impl = "xla" if impl == "subpixel" else impl
+  phase_len = [-(-n // s) for n, s in zip(out_hw, strides)]  # outputs per phase, padded up
+
+  def phase(r: int, c: int) -> jax.Array:
+    lengths, taps, phase_pads = [], [], []
+    for axis, q in enumerate((r, c)):
+      n_in, k, s = (h, w)[axis], kernel_hw[axis], strides[axis]
+      length = max(0, -(-(out_hw[axis] - q) // s))
+      first, offset = _phase_taps(k, s, pads[axis][0], q)
+      n_taps = max(0, -(-(k - first) // s))
+      lengths.append(length)
+      taps.append((first, n_taps))
+      phase_pads.append((-offset, length + n_taps - 1 - n_in + offset))
+    if min(lengths) == 0 or taps[0][1] == 0 or taps[1][1] == 0:
+      y = jnp.zeros((b, *lengths, cout), jnp.result_type(x_BHWC, kernel))
+    else:
+      sub_kernel = kernel[taps[0][0]::strides[0], taps[1][0]::strides[1]]
+      y = conv2d(x_BHWC, sub_kernel, strides=(1, 1), padding=tuple(phase_pads), impl=inner_impl)
+    return _pad_hw(y, ((0, phase_len[0] - lengths[0]), (0, phase_len[1] - lengths[1])))
+
+  sh, sw = strides
+  y = jnp.stack([jnp.stack([phase(r, c) for c in range(sw)], axis=3) for r in range(sh)], axis=2)
+  y = y.reshape(b, phase_len[0] * sh, phase_len[1] * sw, cout)
+  return y[:, :out_hw[0], :out_hw[1]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Flax modules
+# ------------------------------------------------------------------------------------------------
+
+
+class Conv(nn.Module):
+  """`nn.Conv` for NHWC images with a selectable lowering; same parameters `kernel`, `bias`.
+
+  Call as `Conv(features, (3, 3), strides=2, padding=((1, 1), (1, 1)), impl='auto')(x_BHWC)`.
+
+  Attributes:
+    features, kernel_size, strides, padding, kernel_dilation, use_bias, dtype, param_dtype,
+      kernel_init, bias_init: as in `flax.linen.Conv` (padding 'CIRCULAR'/'REFLECT' excluded).
+    impl: one of CONV_IMPLS; 'auto' resolves for the default backend.
+  """
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"
+  kernel_dilation: int | Sequence[int] = 1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    if x_BHWC.ndim != 4:
+      raise ValueError(f"Conv {self.name} takes (B, H, W, C) inputs, got shape {x_BHWC.shape}")
+    kh, kw = _pair(self.kernel_size, "kernel_size")
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x_BHWC.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    y = conv2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
+               dilation=self.kernel_dilation, impl=self.impl)
+    return y if bias is None else y + bias
+
+
+class ConvTranspose(nn.Module):
+  """`nn.ConvTranspose` for NHWC images with a selectable lowering; same parameters.
+
+  With `transpose_kernel=True` the kernel has shape (kh, kw, features, in) and the layer is the
+  gradient of a conv with that kernel (what torch's ConvTranspose2d computes); `padding` pads the
+  stride-dilated input, as in `lax.conv_transpose`.
+  """
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"
+  kernel_dilation: int | Sequence[int] = 1
+  use_bias: bool = True
+  transpose_kernel: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    if x_BHWC.ndim != 4:
+      raise ValueError(f"ConvTranspose {self.name} takes (B, H, W, C) inputs, got shape "
+                       f"{x_BHWC.shape}")
+    kh, kw = _pair(self.kernel_size, "kernel_size")
+    in_features = x_BHWC.shape[-1]
+    shape = ((kh, kw, self.features, in_features) if self.transpose_kernel
+             else (kh, kw, in_features, self.features))
+    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    y = conv_transpose2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
+                         dilation=self.kernel_dilation, transpose_kernel=self.transpose_kernel,
+                         impl=self.impl)
+    return y if bias is None else y + bias

@@ -1,0 +1,222 @@
+"""Tests of colorjax.ops.conv: every lowering gives lax's values and gradients, in layers and models."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colorjax.models import eccv16
+from colorjax.ops import conv
+from colorjax.ops import xla_cpu
+
+IMPLS = [impl for impl in conv.CONV_IMPLS if impl not in ("auto", "xla")]
+
+# (input shape, kernel shape, keyword arguments of conv2d). Channel counts reach both sides of
+# the 'winograd' rules (>= 16 input channels; contraction <= 64), sizes are odd and even.
+CONV_CASES = [
+    ((2, 9, 8, 16), (3, 3, 16, 5), dict(padding=((1, 1), (1, 1)))),
+    ((2, 9, 7, 3), (3, 3, 3, 4), dict(strides=2, padding=((1, 1), (1, 1)))),
+    ((1, 10, 9, 16), (3, 3, 16, 4), dict(strides=(2, 1), padding="SAME")),
+    ((2, 8, 8, 16), (3, 3, 16, 4), dict(dilation=2, padding=((2, 2), (2, 2)))),
+    ((1, 9, 7, 16), (3, 3, 16, 4), dict(dilation=2, padding="SAME")),
+    ((2, 7, 6, 8), (3, 3, 8, 4), dict(dilation=(2, 1), padding=((1, 2), (0, 1)))),
+    ((1, 7, 11, 16), (3, 3, 16, 3), dict(padding="VALID")),
+    ((1, 6, 6, 16), (3, 3, 16, 3), dict(padding=((2, 0), (-1, 3)))),
+    ((2, 9, 7, 3), (4, 4, 3, 4), dict(strides=2, padding=((1, 1), (1, 1)))),
+    ((2, 9, 7, 6), (1, 1, 6, 4), dict(strides=2, padding=0)),
+    ((1, 8, 8, 1), (3, 3, 1, 4), dict(padding=1)),
+]
+
+# (input shape, kernel shape, keyword arguments of conv_transpose2d), lax.conv_transpose semantics.
+TRANSPOSE_CASES = [
+    ((2, 5, 6, 8), (4, 4, 4, 8), dict(strides=(2, 2), padding=((2, 2), (2, 2)),
+                                      transpose_kernel=True)),  # torch k=4, s=2, p=1
+    ((1, 5, 6, 3), (3, 3, 3, 4), dict(strides=(2, 2), padding="SAME")),
+    ((1, 5, 6, 3), (3, 3, 3, 4), dict(strides=(2, 2), padding="VALID")),
+    ((1, 5, 6, 3), (3, 3, 3, 4), dict(strides=(3, 2), padding=((0, 1), (2, 0)))),
+    ((1, 4, 5, 3), (2, 2, 3, 4), dict(strides=(3, 3), padding="VALID")),
+    ((1, 5, 4, 3), (3, 3, 3, 4), dict(strides=(2, 2), padding="SAME", dilation=(2, 2))),
+]
+
+
+def _random(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+# The cases where an impl differs from lax ('subpixel' only changes transposed convs; 'winograd'
+# differs from 'im2col' only where Winograd applies or is refused: few channels, odd sizes).
+IMPL_CASES = {
+    "xla": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
+    "subpixel": tuple(range(len(CONV_CASES), len(CONV_CASES) + len(TRANSPOSE_CASES))),
+    "im2col": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
+    "winograd": (0, 3, 4, 6, 7, 10, len(CONV_CASES)),
+}
+
+
+def _cases(indices):
+  cases = []
+  for i in indices:
+    if i < len(CONV_CASES):
+      (x_shape, k_shape, kwargs), fn = CONV_CASES[i], conv.conv2d
+    else:
+      (x_shape, k_shape, kwargs), fn = TRANSPOSE_CASES[i - len(CONV_CASES)], conv.conv_transpose2d
+    cases.append((functools.partial(fn, **kwargs), _random(x_shape, 2 * i),
+                  _random(k_shape, 2 * i + 1)))
+  return cases
+
+
+@functools.lru_cache(maxsize=None)
+def _values_and_grads(impl, indices):
+  """{case: (y, dL/dx, dL/dkernel)} for one impl, all cases in one compiled function."""
+  cases = _cases(indices)
+
+  def run(xs, ks):
+    out = []
+    for (fn, _, _), x, k in zip(cases, xs, ks):
+      y, vjp = jax.vjp(lambda a, b, fn=fn: fn(a, b, impl=impl), x, k)
+      # A cotangent that is not all ones, so that a misplaced gradient cannot cancel out.
+      cotangent = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+      out.append((y, *vjp(cotangent)))
+    return out
+
+  xs, ks = [c[1] for c in cases], [c[2] for c in cases]
+  return dict(zip(indices, jax.device_get(jax.jit(run)(xs, ks))))
+
+
+def _assert_close(actual, expected, what):
+  scale = float(np.max(np.abs(expected))) or 1.0
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=2e-5 * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_values_and_gradients_match_lax(impl):
+  assert set(IMPLS) == set(IMPL_CASES) - {"xla"}
+  reference = _values_and_grads("xla", IMPL_CASES["xla"])
+  for i, got in _values_and_grads(impl, IMPL_CASES[impl]).items():
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), got, reference[i]):
+      assert a.shape == b.shape, (impl, i, name)
+      _assert_close(a, b, f"{impl}, case {i}: {name}")
+
+
+def test_xla_reference_is_lax_itself():
+  """The 'xla' reference is lax's conv, checked against an independent numpy loop."""
+  (fn, x, k), = _cases((1,))  # stride 2, padding 1, 3 -> 4 channels
+  y = np.asarray(fn(x, k, impl="xla"))
+  xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = np.zeros_like(y)
+  for i in range(y.shape[1]):
+    for j in range(y.shape[2]):
+      window = xp[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :]
+      expected[:, i, j] = np.einsum("bhwc,hwco->bo", window, np.asarray(k))
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_modules_are_drop_in_for_flax():
+  x = _random((2, 9, 8, 3), 0)
+  pairs = [
+      (nn.Conv(4, (3, 3), strides=2, padding="SAME", use_bias=False),
+       conv.Conv(4, (3, 3), strides=2, padding="SAME", use_bias=False, impl="im2col")),
+      (nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                        transpose_kernel=True),
+       conv.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                          transpose_kernel=True, impl="subpixel")),
+  ]
+
+  @jax.jit
+  def outputs(x):
+    out = []
+    for flax_module, module in pairs:
+      variables = flax_module.init(jax.random.key(0), x)
+      assert jax.tree.map(jnp.shape, module.init(jax.random.key(0), x)) == \
+          jax.tree.map(jnp.shape, variables)
+      out.append((module.apply(variables, x), flax_module.apply(variables, x)))
+    return out
+
+  for (flax_module, module), (got, want) in zip(pairs, outputs(x)):
+    _assert_close(np.asarray(got), np.asarray(want), type(module).__name__)
+
+
+def test_resolve_conv_impl():
+  assert conv.resolve_conv_impl("auto", "gpu") == "xla"
+  assert conv.resolve_conv_impl("auto", "tpu") == "xla"
+  assert conv.resolve_conv_impl("auto", "cpu") in conv.CONV_IMPLS
+  assert conv.resolve_conv_impl("auto", "cpu") != "auto"
+  assert conv.resolve_conv_impl("im2col", "gpu") == "im2col"
+  with pytest.raises(ValueError, match="model.conv_impl"):
+    conv.resolve_conv_impl("fft")
+
+
+# ------------------------------------------------------------------------------------------------
+# ECCV16 with each lowering and with remat
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _eccv16_logits_and_grads(impl, remat):
+  model = eccv16.ECCV16(width=1 / 16, conv_impl=impl, remat=remat)
+  l_norm = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1), minval=-0.5, maxval=0.5)
+  variables = _eccv16_variables()
+
+  def loss(params):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, l_norm,
+                            train=True, mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(logits)), logits
+
+  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+  return jax.device_get((logits, grads))
+
+
+@functools.lru_cache(maxsize=None)
+def _eccv16_variables():
+  model = eccv16.ECCV16(width=1 / 16, conv_impl="xla")
+  init = jax.jit(functools.partial(model.init, train=False))
+  return init(jax.random.key(0, impl="unsafe_rbg"), jnp.zeros((1, 32, 32, 1)))
+
+
+def test_eccv16_gives_xla_logits_and_gradients():
+  impl = "winograd"  # the fastest CPU form (opt-in; see conv._AUTO_IMPL)
+  logits, grads = _eccv16_logits_and_grads(impl, False)
+  ref_logits, ref_grads = _eccv16_logits_and_grads("xla", False)
+  _assert_close(logits, ref_logits, "logits")
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    ref = ref_grads
+    for key in path:
+      ref = ref[key.key]
+    # BatchNorm over 2 tiny images divides by small variances, which magnifies rounding.
+    scale = float(np.max(np.abs(ref))) or 1.0
+    np.testing.assert_allclose(g, ref, rtol=2e-3, atol=2e-3 * scale, err_msg=str(path))
+
+
+def test_eccv16_remat_gives_identical_gradients():
+  logits, grads = _eccv16_logits_and_grads("xla", True)
+  ref_logits, ref_grads = _eccv16_logits_and_grads("xla", False)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-6, atol=1e-6)
+  for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6)
+  # The same parameter tree: checkpoints do not depend on remat.
+  assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+
+
+def test_remat_lowers_the_backward_memory():
+  """remat keeps only block inputs for the backward pass: fewer live bytes in the grad program
+  (on CPU with `xla_cpu.step_compiler_options`, without which XLA merges the recomputation back)."""
+  l_norm = jax.ShapeDtypeStruct((4, 64, 64, 1), jnp.float32)
+
+  def temp_bytes(remat):
+    model = eccv16.ECCV16(width=1 / 8, conv_impl="xla", remat=remat)
+    abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                              l_norm)
+
+    def loss(params, batch_stats, x):
+      logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                              mutable=["batch_stats"])
+      return jnp.sum(logits)
+
+    options = xla_cpu.step_compiler_options(remat, "cpu")
+    compiled = jax.jit(jax.grad(loss), compiler_options=options).lower(
+        abstract["params"], abstract["batch_stats"], l_norm).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(True) < 0.6 * temp_bytes(False)
