@@ -20,6 +20,10 @@ to float rounding (tests/conv_test.py):
               gradients are Winograd-shaped batched matmuls too; every other conv as 'im2col'.
   'auto'      `resolve_conv_impl`: 'winograd' on CPU, 'xla' elsewhere.
 
+Under every impl but 'xla', convs of under 20 MFLOPs keep XLA's conv (negligible time, and tiny
+test models compile as fast as with 'xla'), and im2col's forward pass of convs with at most 64
+products per output (the first conv on L) is XLA's conv: see the comments below.
+
 Measured on a shared 2-core AVX-512 host, ECCV16 train step at 128 px, batch 8, medians of
 alternating runs in one process (benchmarks/README.md): 'xla' 23 s/step under load;
 'subpixel' 4.1-4.5 s; 'winograd' 2.9-3.8 s; 'im2col' 6.5-7.5 s (its kh*kw x larger patches
@@ -50,16 +54,27 @@ import numpy as np
 from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "subpixel", "im2col", "winograd")
-# What 'auto' means per backend. On CPU the sub-pixel transposed conv (XLA's own lowering of
-# that conv's kernel gradient is pathological there) with XLA's other convs. The faster
-# 'winograd' / 'im2col' forms match lax on one device (tests/conv_test.py), but a jitted ECCV16
-# step with the batch split over 8 host devices gave a gradient norm 0.7% off the 1-device one,
-# so they stay opt-in until that is understood; 'subpixel' agrees across device counts.
-_AUTO_IMPL = {"cpu": "subpixel"}
+# What 'auto' means per backend: the fastest form measured on CPU. (A 1- vs 8-device gradient
+# difference of 'winograd'/'im2col' came from XLA:CPU's YNNPACK fusion of the first conv's
+# tiny-contraction matmul, see _XLA_FORWARD_MAX_CONTRACTION; since that conv's forward uses
+# XLA's conv, 1 and 8 devices agree to 1e-6 and tests/conv_test.py checks the compiled step.)
+_AUTO_IMPL = {"cpu": "winograd"}
 
 # Winograd needs enough input channels to amortise its transforms: on ECCV16's 1-channel first
 # conv it is 3x slower than XLA, where im2col is 1.5-1.8x faster than XLA (~2 GFLOP/s there).
 _WINOGRAD_MIN_CHANNELS = 16
+# im2col computes the forward pass of convs with at most this many products per output (e.g. a
+# 3x3 conv on 1 channel: 9) with XLA's conv instead of a matmul. XLA:CPU fuses such a
+# tiny-contraction matmul into a YNNPACK call that, inside some whole compiled train steps (the
+# ECCV16 tiny step on 1 device with 'winograd', on 8 devices with 'im2col'), left values that
+# gave kernel gradients 3-11% off (disabling YNN fusions, --xla_cpu_experimental_ynn_fusion_type=,
+# made them exact; the same matmul compiled alone is exact). XLA's conv is as fast there.
+_XLA_FORWARD_MAX_CONTRACTION = 64
+# Convs of fewer FLOPs than this (forward, 2 x multiply-adds) keep XLA's conv whatever the impl:
+# their time is negligible and XLA's form compiles fastest (whole tiny models then compile as
+# quickly as with 'subpixel': tests, smoke runs). ECCV16's smallest conv at 128 px, batch 8, the
+# first one, has 151 MFLOPs.
+_MIN_CUSTOM_FLOPS = 20e6
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -198,14 +213,21 @@ def _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation):
                                   dimension_numbers=_DIMENSION_NUMBERS)
 
 
+def _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation):
+  kh, kw, cin, _ = kernel_HWIO.shape
+  if kh * kw * cin <= _XLA_FORWARD_MAX_CONTRACTION:
+    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  return _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation):
-  return _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  return _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
 
 
 def _conv_im2col_fwd(x_BHWC, kernel_HWIO, strides, pads, dilation):
   # Only the input is kept: patches are kh*kw times larger and cheap to rebuild.
-  y = _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  y = _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
   return y, (x_BHWC, kernel_HWIO)
 
 
@@ -332,6 +354,13 @@ def _conv_winograd(x_BHWC, kernel_33IO, pads, d):
 # ------------------------------------------------------------------------------------------------
 
 
+def _forward_flops(x_shape, kernel_shape, strides, pads, dilation) -> float:
+  kh, kw, cin, cout = kernel_shape
+  ho = _out_size(x_shape[1], kh, strides[0], dilation[0], pads[0])
+  wo = _out_size(x_shape[2], kw, strides[1], dilation[1], pads[1])
+  return 2.0 * x_shape[0] * ho * wo * kh * kw * cin * cout
+
+
 def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding: Any = "SAME",
            dilation=(1, 1), impl: str = "xla") -> jax.Array:
   """A 2-D convolution (cross-correlation, as `lax.conv_general_dilated`) of NHWC by HWIO.
@@ -349,7 +378,8 @@ def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding
   strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
   kernel_hw = kernel_HWIO.shape[:2]
   pads = conv_padding(padding, x_BHWC.shape[1:3], kernel_hw, strides, dilation)
-  if impl in ("xla", "subpixel"):
+  if impl in ("xla", "subpixel") or _forward_flops(x_BHWC.shape, kernel_HWIO.shape, strides, pads,
+                                                   dilation) < _MIN_CUSTOM_FLOPS:
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation)
   if kernel_hw == (1, 1):
     return _conv_pointwise(x_BHWC, kernel_HWIO, strides, pads)
