@@ -329,13 +329,15 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
   new_state = dict(state)
   loss_cfg = setup.loss_cfg
 
-  # The generator's forward pass is shared by the D and G updates (the same dropout mask).
+  # The generator runs forward once: its output feeds D's update, then G's loss, whose gradient
+  # w.r.t. that output is pulled back through the same linearisation (same dropout mask).
   def gen_forward(params):
     return _apply_train(setup.generator, params, gen["batch_stats"], l_norm, gen_rng)
 
+  out, gen_pullback, gen_bs = jax.vjp(gen_forward, gen["params"], has_aux=True)
+
   if adversarial:
     disc = state["disc"]
-    out, _ = gen_forward(gen["params"])
     fake = jnp.concatenate([l_norm, jax.lax.stop_gradient(
         _fake_ab_norm(setup, out, height, width))], axis=-1)
     real = jnp.concatenate([l_norm, color.normalize_ab(ab_true)], axis=-1)
@@ -352,8 +354,7 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
     metrics["train/d_loss"] = d_loss
     metrics["train/d_grad_norm"] = optax.tree.norm(d_grads)
 
-  def gen_loss_fn(params):
-    out, bs = gen_forward(params)
+  def gen_loss_fn(out):
     rec = _reconstruction_loss(setup, out, batch["rgb"], ab_true)
     terms = {"train/rec_loss": rec}
     total = rec
@@ -377,9 +378,10 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
                                           rgb_true, loss_cfg.perceptual_layers)
       terms["train/perceptual_loss"] = p_loss
       total = total + loss_cfg.perceptual_weight * p_loss
-    return total, (bs, terms)
+    return total, terms
 
-  (loss, (gen_bs, terms)), grads = jax.value_and_grad(gen_loss_fn, has_aux=True)(gen["params"])
+  (loss, terms), d_out = jax.value_and_grad(gen_loss_fn, has_aux=True)(out)
+  (grads,) = gen_pullback(d_out)
   params, opt_state = _update(setup.gen_tx, gen["params"], gen["opt_state"], grads)
   new_gen = {"params": params, "batch_stats": gen_bs, "opt_state": opt_state}
   if "ema_params" in gen:

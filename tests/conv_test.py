@@ -39,6 +39,11 @@ CONV_CASES = [
     ((2, 9, 7, 3), (4, 4, 3, 4), dict(strides=2, padding=((1, 1), (1, 1)))),
     ((2, 9, 7, 6), (1, 1, 6, 4), dict(strides=2, padding=0)),
     ((1, 8, 8, 1), (3, 3, 1, 4), dict(padding=1)),
+    # Kernel taps that only read padding (a U-Net's innermost levels) are dropped.
+    ((2, 2, 2, 8), (4, 4, 8, 6), dict(strides=2, padding=((1, 1), (1, 1)))),
+    ((1, 2, 3, 4), (4, 4, 4, 5), dict(strides=2, padding=((1, 1), (1, 1)))),
+    ((1, 2, 3, 4), (3, 3, 4, 5), dict(padding=((5, -2), (1, 1)))),  # every row reads padding
+    ((2, 4, 4, 8), (4, 4, 8, 6), dict(strides=2, padding=((1, 1), (1, 1)))),
 ]
 
 # (input shape, kernel shape, keyword arguments of conv_transpose2d), lax.conv_transpose semantics.
@@ -50,13 +55,27 @@ TRANSPOSE_CASES = [
     ((1, 5, 6, 3), (3, 3, 3, 4), dict(strides=(3, 2), padding=((0, 1), (2, 0)))),
     ((1, 4, 5, 3), (2, 2, 3, 4), dict(strides=(3, 3), padding="VALID")),
     ((1, 5, 4, 3), (3, 3, 3, 4), dict(strides=(2, 2), padding="SAME", dilation=(2, 2))),
+    # torch's ConvTranspose2d(k=4, s=2, p=1) as the U-Net computes it, down to a 1x1 input.
+    ((2, 4, 5, 8), (4, 4, 8, 6), dict(strides=(2, 2), padding=((2, 2), (2, 2)),
+                                      flip_kernel=True)),
+    ((2, 1, 1, 8), (4, 4, 8, 6), dict(strides=(2, 2), padding=((2, 2), (2, 2)),
+                                      flip_kernel=True)),
+    ((1, 5, 4, 3), (3, 3, 4, 3), dict(strides=(2, 3), padding=((1, 2), (2, 1)),
+                                      transpose_kernel=True, flip_kernel=True)),
 ]
+
+
+# The size rules by which 'winograd' (the CPU default) leaves convs to XLA (see conv.py).
+_DEFAULT_SIZE_RULES = {"_IM2COL_MIN_OUT_CHANNELS": conv._IM2COL_MIN_OUT_CHANNELS,
+                       "_IM2COL_MAX_OUTPUT_PIXELS": conv._IM2COL_MAX_OUTPUT_PIXELS}
 
 
 @pytest.fixture(autouse=True)
 def _custom_forms_for_small_convs(monkeypatch):
   """The test shapes are tiny: make every impl use its own forms on them, not XLA's fallback."""
   monkeypatch.setattr(conv, "_MIN_CUSTOM_FLOPS", 0.0)
+  monkeypatch.setattr(conv, "_IM2COL_MIN_OUT_CHANNELS", 0)
+  monkeypatch.setattr(conv, "_IM2COL_MAX_OUTPUT_PIXELS", 10**9)
 
 
 def _random(shape, seed):
@@ -69,7 +88,8 @@ IMPL_CASES = {
     "xla": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "subpixel": tuple(range(len(CONV_CASES), len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "im2col": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
-    "winograd": (0, 3, 4, 6, 7, 10, len(CONV_CASES)),
+    "winograd": (0, 3, 4, 6, 7, 10, 11, 12, 13, 14, len(CONV_CASES),
+                 len(CONV_CASES) + len(TRANSPOSE_CASES) - 3),
 }
 
 
@@ -237,6 +257,48 @@ def test_train_step_gradient_norm_matches_xla():
   got, want = _train_step_metrics("winograd"), _train_step_metrics("xla")
   np.testing.assert_allclose(got["train/loss"], want["train/loss"], rtol=1e-5)
   np.testing.assert_allclose(got["train/grad_norm"], want["train/grad_norm"], rtol=1e-4)
+
+
+@functools.lru_cache(maxsize=None)
+def _pix2pix_outputs_and_grads(impl):
+  """U-Net output and PatchGAN logits on photos, and the gradients of a loss on both."""
+  from colorjax.models import patchgan, unet  # pylint: disable=g-import-not-at-top
+  gen = unet.UNetGenerator(ngf=32, num_downs=5, use_dropout=False, conv_impl=impl)
+  disc = patchgan.PatchGANDiscriminator(ndf=32, n_layers=3, conv_impl=impl)
+  lab = color.rgb_to_lab(jnp.asarray(_photo_batch(n=2)))
+  l_norm = color.normalize_l(lab[..., :1], "pix2pix")
+  init = lambda module, x: _jit(functools.partial(module.init, train=False))(
+      jax.random.key(0, impl="unsafe_rbg"), x)
+  gen_vars = init(unet.UNetGenerator(ngf=32, num_downs=5, use_dropout=False), l_norm)
+  disc_vars = init(patchgan.PatchGANDiscriminator(ndf=32, n_layers=3),
+                   jnp.zeros(l_norm.shape[:3] + (3,)))
+
+  def loss(gen_params, disc_params):
+    ab, _ = gen.apply({**gen_vars, "params": gen_params}, l_norm, train=True,
+                      mutable=["batch_stats"])
+    logits, _ = disc.apply({**disc_vars, "params": disc_params},
+                           jnp.concatenate([l_norm, ab], axis=-1), train=True,
+                           mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(3.0 * logits)) + jnp.sum(jnp.abs(ab - 0.1)), (ab, logits)
+
+  (_, outputs), grads = _jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(
+      gen_vars["params"], disc_vars["params"])
+  return jax.device_get((outputs, grads))
+
+
+def test_pix2pix_models_give_xla_outputs_and_gradients(monkeypatch):
+  """U-Net + PatchGAN with the CPU default: im2col for the small maps (dropped dead taps at the
+  innermost levels, flipped-kernel transposed-conv phases), XLA for the rest (default rules)."""
+  for name, value in _DEFAULT_SIZE_RULES.items():
+    monkeypatch.setattr(conv, name, value)
+  (outputs, grads), (ref_outputs, ref_grads) = (_pix2pix_outputs_and_grads("winograd"),
+                                                _pix2pix_outputs_and_grads("xla"))
+  for got, want, what in zip(outputs, ref_outputs, ("U-Net output", "PatchGAN logits")):
+    _assert_close(got, want, what)
+  for (path, g), ref in zip(jax.tree_util.tree_leaves_with_path(grads),
+                            jax.tree_util.tree_leaves(ref_grads)):
+    scale = float(np.max(np.abs(ref))) or 1.0
+    np.testing.assert_allclose(g, ref, rtol=1e-3, atol=2e-4 * scale, err_msg=str(path))
 
 
 def test_eccv16_remat_gives_identical_gradients():

@@ -46,6 +46,7 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
         attention=tuple(_get(model_cfg, "attention", ())),
         multiscale_inputs=bool(_get(model_cfg, "multiscale_inputs", False)),
         semantic_channels=_semantic_channels(model_cfg),
+        conv_impl=str(_get(model_cfg, "conv_impl", "auto")),
         dtype=dtype,
     )
     if backbone is None:
@@ -87,7 +88,8 @@ def create_discriminator(disc_cfg: Mapping[str, Any], model_cfg: Mapping[str, An
     raise ValueError("config key disc.semantic needs a model.semantic_backbone")
   patchgan = PatchGANDiscriminator(
       ndf=int(disc_cfg["ndf"]), n_layers=int(disc_cfg["n_layers"]),
-      semantic_channels=_semantic_channels(model_cfg) if semantic else 0, dtype=dtype)
+      semantic_channels=_semantic_channels(model_cfg) if semantic else 0,
+      conv_impl=str(_get(model_cfg, "conv_impl", "auto")), dtype=dtype)
   if backbone is None:
     return patchgan
   from colorjax.models.semantic import SemanticDiscriminator

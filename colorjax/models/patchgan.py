@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from colorjax.models.unet import PIX2PIX_INIT, pix2pix_scale_init
+from colorjax.ops import conv as conv_ops
 
 Dtype = Any
 
@@ -46,11 +47,13 @@ class PatchGANDiscriminator(nn.Module):
     ndf: channels of the first layer (64 in pix2pix; 8 makes a tiny test model).
     n_layers: number of stride-2 convolutions (3 = 70x70 patches); 0 = the 1x1 pixel discriminator.
     semantic_channels: size C of the optional per-image embedding `semantic_BC`; 0 = off.
+    conv_impl: how the convs are computed (`colorjax.ops.conv`; 'xla' = XLA's own).
     dtype: computation dtype (jnp.bfloat16 for mixed precision); param_dtype: parameter dtype.
   """
   ndf: int = 64
   n_layers: int = 3
   semantic_channels: int = 0
+  conv_impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -75,9 +78,10 @@ class PatchGANDiscriminator(nn.Module):
 
   def _conv(self, features, kernel, stride, use_bias, name):
     pad = 1 if kernel == 4 else 0
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=use_bias, kernel_init=PIX2PIX_INIT,
-                   dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    return conv_ops.Conv(features, (kernel, kernel), strides=(stride, stride),
+                         padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                         kernel_init=PIX2PIX_INIT, dtype=self.dtype, param_dtype=self.param_dtype,
+                         impl=self.conv_impl, name=name)
 
   def _norm(self, train, name):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,

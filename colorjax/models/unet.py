@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colorjax.ops import conv as conv_ops
+
 Dtype = Any
 UpsampleMethod = Literal["subpixel", "dilated"]
 
@@ -87,10 +89,13 @@ class ConvTranspose4x4Stride2(nn.Module):
   outputs over the 1-padded input and interleaves them; 'dilated' is the textbook form (a 4x4
   convolution of the 2x-dilated, 2-padded input with the flipped kernel). Both give the same values;
   the sub-pixel form has a far cheaper kernel gradient on XLA:CPU and no zero-stuffed input.
+  With `impl` other than 'xla' (`colorjax.ops.conv.CONV_IMPLS`), 'subpixel' computes each phase
+  by `colorjax.ops.conv.conv_transpose2d` (im2col matmuls on CPU).
   """
   features: int
   use_bias: bool = False
   method: UpsampleMethod = "subpixel"
+  impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = PIX2PIX_INIT
@@ -103,7 +108,12 @@ class ConvTranspose4x4Stride2(nn.Module):
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
-    if self.method == "subpixel":
+    impl = conv_ops.resolve_conv_impl(self.impl)
+    if self.method == "subpixel" and impl != "xla":
+      # torch's transposed conv is lax.conv_transpose of the flipped kernel with padding k-1-p.
+      y = conv_ops.conv_transpose2d(x_BHWC, kernel, strides=(2, 2), padding=((2, 2), (2, 2)),
+                                    flip_kernel=True, impl=impl)
+    elif self.method == "subpixel":
       y = _conv_transpose_subpixel(x_BHWC, kernel)
     elif self.method == "dilated":
       y = jax.lax.conv_general_dilated(
@@ -147,6 +157,7 @@ class DownBlock(nn.Module):
   features: int
   pre_activation: bool = True
   norm: bool = True
+  conv_impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -156,9 +167,9 @@ class DownBlock(nn.Module):
       x_BHWC = nn.leaky_relu(x_BHWC, negative_slope=0.2)
     if extra_BhwE is not None:
       x_BHWC = jnp.concatenate([x_BHWC, extra_BhwE.astype(x_BHWC.dtype)], axis=-1)
-    x = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=PIX2PIX_INIT, dtype=self.dtype, param_dtype=self.param_dtype,
-                name="conv")(x_BHWC)
+    x = conv_ops.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                      use_bias=False, kernel_init=PIX2PIX_INIT, dtype=self.dtype,
+                      param_dtype=self.param_dtype, impl=self.conv_impl, name="conv")(x_BHWC)
     if self.norm:
       x = _batch_norm(train, self.dtype, self.param_dtype, name="norm")(x)
     return x
@@ -174,6 +185,7 @@ class UpBlock(nn.Module):
   outermost: bool = False
   dropout_rate: float = 0.0
   method: UpsampleMethod = "subpixel"
+  conv_impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -181,7 +193,8 @@ class UpBlock(nn.Module):
   def __call__(self, x_BHWC, train: bool):
     x = nn.relu(x_BHWC)
     x = ConvTranspose4x4Stride2(self.features, use_bias=self.outermost, method=self.method,
-                                dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+                                impl=self.conv_impl, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name="conv")(x)
     if not self.outermost:
       x = _batch_norm(train, self.dtype, self.param_dtype, name="norm")(x)
       if self.dropout_rate > 0:
@@ -252,6 +265,8 @@ class UNetGenerator(nn.Module):
       decoder block's ReLU follows (the fusion of seed 001).
     output_activation: 'tanh' (pix2pix), 'sigmoid' or 'none'.
     upsample_method: see `ConvTranspose4x4Stride2`.
+    conv_impl: how the 4x4 convs and transposed convs are computed (`colorjax.ops.conv`;
+      'auto' = the fastest for the backend, 'xla' = XLA's own, the reference).
     dtype: computation dtype (jnp.bfloat16 for mixed precision); param_dtype: parameter dtype.
   """
   out_channels: int = 2
@@ -264,6 +279,7 @@ class UNetGenerator(nn.Module):
   semantic_channels: int = 0
   output_activation: Literal["tanh", "sigmoid", "none"] = "tanh"
   upsample_method: UpsampleMethod = "subpixel"
+  conv_impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -300,6 +316,7 @@ class UNetGenerator(nn.Module):
     n = self.num_downs
     channels = unet_channels(self.ngf, n)
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    impl = conv_ops.resolve_conv_impl(self.conv_impl)
     b, h, w, _ = l_norm_BHW1.shape
 
     x = l_norm_BHW1
@@ -312,8 +329,8 @@ class UNetGenerator(nn.Module):
 
     skips = []
     for i in range(n):
-      x = DownBlock(channels[i], pre_activation=i > 0, norm=0 < i < n - 1, name=f"down_{i}",
-                    **common)(x, train, extra_BhwE=half_scale if i == 1 else None)
+      x = DownBlock(channels[i], pre_activation=i > 0, norm=0 < i < n - 1, conv_impl=impl,
+                    name=f"down_{i}", **common)(x, train, extra_BhwE=half_scale if i == 1 else None)
       skips.append(x)
 
     if self.semantic_channels:
@@ -328,8 +345,8 @@ class UNetGenerator(nn.Module):
       outermost = i == 0
       dropout = 0.5 if self.use_dropout and 4 <= i <= n - 2 else 0.0
       x = UpBlock(self.out_channels if outermost else channels[i - 1], outermost=outermost,
-                  dropout_rate=dropout, method=self.upsample_method, name=f"up_{i}",
-                  **common)(x, train)
+                  dropout_rate=dropout, method=self.upsample_method, conv_impl=impl,
+                  name=f"up_{i}", **common)(x, train)
       if i in self.attention:
         x = SelfAttention(name=f"attention_{i}", **common)(x)
 

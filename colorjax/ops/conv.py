@@ -75,6 +75,16 @@ _XLA_FORWARD_MAX_CONTRACTION = 64
 # quickly as with 'subpixel': tests, smoke runs). ECCV16's smallest conv at 128 px, batch 8, the
 # first one, has 151 MFLOPs.
 _MIN_CUSTOM_FLOPS = 20e6
+# im2col copies kh*kw views of the input for every output channel count; below this many output
+# channels that copy costs more than the matmul saves (a U-Net's 2-channel ab head: 34 ms with
+# im2col, 5.6 with XLA's conv, fwd+bwd, 64x64x128 -> 128x128x2, batch 4), so XLA's conv is used.
+_IM2COL_MIN_OUT_CHANNELS = 32
+# 'winograd' computes the convs it does not transform with im2col only where the output has at
+# most this many pixels per image: XLA:CPU's own conv loops are at their best on large maps and
+# slow on small ones with many channels (fwd+bwd, batch 4, GFLOP/s XLA vs im2col: 4x4/2 conv
+# 8x8x512 -> 4x4: 135 vs 446; 16x16x256 -> 8x8: 373 vs 531; 32x32x128 -> 16x16: 474 vs 423;
+# 64x64x64 -> 32x32: 225 vs 133; 4x4 stride-1 16x16x256 -> 15x15x512: 511 vs 358).
+_IM2COL_MAX_OUTPUT_PIXELS = 64
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -168,78 +178,93 @@ def _out_size(size: int, k: int, s: int, d: int, pad: tuple[int, int]) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def _im2col(x_BHWC, kernel_hw, strides, pads, dilation) -> jax.Array:
-  """(B, Ho, Wo, kh*kw*C) patches, ordered (kernel row, kernel column, channel) like HWIO."""
+def _view_offsets(kernel_hw, dilation, flip: bool) -> list[tuple[int, int]]:
+  """Input offsets of the views for kernel taps (i, j) in HWIO order; `flip`: of the flipped kernel."""
+  (kh, kw), (dh, dw) = kernel_hw, dilation
+  row = (lambda i: kh - 1 - i) if flip else (lambda i: i)
+  col = (lambda j: kw - 1 - j) if flip else (lambda j: j)
+  return [(row(i) * dh, col(j) * dw) for i in range(kh) for j in range(kw)]
+
+
+def _im2col(x_BHWC, kernel_hw, strides, pads, dilation, flip=False) -> jax.Array:
+  """(B, Ho, Wo, kh*kw*C) patches, ordered (kernel row, kernel column, channel) like HWIO.
+
+  With `flip` the patches are those of the kernel flipped in H and W (transposed convs), so
+  that the unflipped kernel multiplies them: no reversed copy of the kernel is made.
+  """
   xp = _pad_hw(x_BHWC, pads)
   b, hp, wp, c = xp.shape
   (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
   ho, wo = _out_size(hp, kh, sh, dh, (0, 0)), _out_size(wp, kw, sw, dw, (0, 0))
-  views = [lax.slice(xp, (0, i * dh, j * dw, 0),
-                     (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+  views = [lax.slice(xp, (0, r, q, 0), (b, r + (ho - 1) * sh + 1, q + (wo - 1) * sw + 1, c),
                      (1, sh, sw, 1))
-           for i in range(kh) for j in range(kw)]
+           for r, q in _view_offsets(kernel_hw, dilation, flip)]
   return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
 
 
-def _col2im(dpatches_BHWK, x_shape, kernel_hw, strides, pads, dilation) -> jax.Array:
+def _col2im(dpatches_BHWK, x_shape, kernel_hw, strides, pads, dilation, flip=False) -> jax.Array:
   """The transpose of `_im2col`: sums each view's cotangent back into its input positions."""
   b, h, w, c = x_shape
-  (kh, kw), (sh, sw), (dh, dw) = kernel_hw, strides, dilation
+  (sh, sw) = strides
   hp, wp = h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1]
   _, ho, wo, _ = dpatches_BHWK.shape
   zero = jnp.zeros((), dpatches_BHWK.dtype)
   total = None
-  for index, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+  for index, (r, q) in enumerate(_view_offsets(kernel_hw, dilation, flip)):
     view = lax.slice_in_dim(dpatches_BHWK, index * c, (index + 1) * c, axis=3)
     placed = lax.pad(view, zero, (
         (0, 0, 0),
-        (i * dh, hp - i * dh - (ho - 1) * sh - 1, sh - 1),
-        (j * dw, wp - j * dw - (wo - 1) * sw - 1, sw - 1),
+        (r, hp - r - (ho - 1) * sh - 1, sh - 1),
+        (q, wp - q - (wo - 1) * sw - 1, sw - 1),
         (0, 0, 0)))
     total = placed if total is None else total + placed
   (top, bottom), (left, right) = pads
   return _pad_hw(total, ((-top, -bottom), (-left, -right)))
 
 
-def _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation):
+def _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation, flip=False):
   kh, kw, cin, cout = kernel_HWIO.shape
-  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation)
+  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation, flip)
   return lax.dot_general(patches, kernel_HWIO.reshape(kh * kw * cin, cout),
                          (((3,), (0,)), ((), ())))
 
 
-def _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation):
+def _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip=False):
+  if flip:
+    kernel_HWIO = kernel_HWIO[::-1, ::-1]
   return lax.conv_general_dilated(x_BHWC, kernel_HWIO, strides, pads, rhs_dilation=dilation,
                                   dimension_numbers=_DIMENSION_NUMBERS)
 
 
-def _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation):
+def _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation, flip):
   kh, kw, cin, _ = kernel_HWIO.shape
   if kh * kw * cin <= _XLA_FORWARD_MAX_CONTRACTION:
-    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation)
-  return _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
+  return _im2col_forward(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation):
-  return _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation, flip):
+  return _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
 
 
-def _conv_im2col_fwd(x_BHWC, kernel_HWIO, strides, pads, dilation):
+def _conv_im2col_fwd(x_BHWC, kernel_HWIO, strides, pads, dilation, flip):
   # Only the input is kept: patches are kh*kw times larger and cheap to rebuild.
-  y = _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  y = _im2col_or_xla_forward(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   return y, (x_BHWC, kernel_HWIO)
 
 
-def _conv_im2col_bwd(strides, pads, dilation, residuals, dy_BHWO):
+def _conv_im2col_bwd(strides, pads, dilation, flip, residuals, dy_BHWO):
   x_BHWC, kernel_HWIO = residuals
   kh, kw, cin, cout = kernel_HWIO.shape
-  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation)
+  patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation, flip)
+  k = kh * kw * cin
+  # (dy^T @ patches)^T avoids a transposed copy of the patches but made the pix2pix step 25%
+  # slower: XLA:CPU's matmul prefers this orientation.
   dkernel = lax.dot_general(patches, dy_BHWO, (((0, 1, 2), (0, 1, 2)), ((), ())),
                             preferred_element_type=jnp.float32)
-  dpatches = lax.dot_general(dy_BHWO, kernel_HWIO.reshape(kh * kw * cin, cout),
-                             (((3,), (1,)), ((), ())))
-  dx = _col2im(dpatches, x_BHWC.shape, (kh, kw), strides, pads, dilation)
+  dpatches = lax.dot_general(dy_BHWO, kernel_HWIO.reshape(k, cout), (((3,), (1,)), ((), ())))
+  dx = _col2im(dpatches, x_BHWC.shape, (kh, kw), strides, pads, dilation, flip)
   return dx.astype(x_BHWC.dtype), dkernel.reshape(kernel_HWIO.shape).astype(kernel_HWIO.dtype)
 
 
@@ -361,6 +386,22 @@ def _forward_flops(x_shape, kernel_shape, strides, pads, dilation) -> float:
   return 2.0 * x_shape[0] * ho * wo * kh * kw * cin * cout
 
 
+def _live_taps(size: int, k: int, s: int, d: int, pad: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
+  """(first tap, number of taps, new pads) of the kernel taps along one axis that read input.
+
+  Taps that only ever meet padding (a 4x4 kernel on a 2x2 map, a U-Net's innermost levels)
+  contribute nothing; dropping them shrinks the matmul and keeps the output size.
+  """
+  out = _out_size(size, k, s, d, pad)
+  live = [t for t in range(k) if any(0 <= o * s + t * d - pad[0] < size for o in range(out))]
+  if not live:
+    return 0, 0, pad
+  first, count = live[0], live[-1] - live[0] + 1
+  lo = pad[0] - first * d
+  hi = (out - 1) * s + d * (count - 1) + 1 - size - lo
+  return first, count, (lo, hi)
+
+
 def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding: Any = "SAME",
            dilation=(1, 1), impl: str = "xla") -> jax.Array:
   """A 2-D convolution (cross-correlation, as `lax.conv_general_dilated`) of NHWC by HWIO.
@@ -376,17 +417,41 @@ def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding
                      f"{kernel_HWIO.shape[2]} (kernel shape {kernel_HWIO.shape})")
   impl = resolve_conv_impl(impl)
   strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
+  pads = conv_padding(padding, x_BHWC.shape[1:3], kernel_HWIO.shape[:2], strides, dilation)
+  return _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl, flip=False)
+
+
+def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool) -> jax.Array:
+  """conv2d with explicit pads; `flip`: correlate with kernel[::-1, ::-1] (transposed convs)."""
   kernel_hw = kernel_HWIO.shape[:2]
-  pads = conv_padding(padding, x_BHWC.shape[1:3], kernel_hw, strides, dilation)
-  if impl in ("xla", "subpixel") or _forward_flops(x_BHWC.shape, kernel_HWIO.shape, strides, pads,
-                                                   dilation) < _MIN_CUSTOM_FLOPS:
-    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation)
+  if (impl in ("xla", "subpixel") or kernel_HWIO.shape[-1] < _IM2COL_MIN_OUT_CHANNELS or
+      _forward_flops(x_BHWC.shape, kernel_HWIO.shape, strides, pads, dilation) < _MIN_CUSTOM_FLOPS):
+    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
+  (row, rows, pads_h), (col, cols, pads_w) = (
+      _live_taps(x_BHWC.shape[1 + axis], kernel_hw[axis], strides[axis], dilation[axis],
+                 pads[axis]) for axis in (0, 1))
+  if rows == 0 or cols == 0:  # every tap reads padding only
+    out_hw = [_out_size(x_BHWC.shape[1 + a], kernel_hw[a], strides[a], dilation[a], pads[a])
+              for a in (0, 1)]
+    return jnp.zeros((x_BHWC.shape[0], *out_hw, kernel_HWIO.shape[-1]),
+                     jnp.result_type(x_BHWC, kernel_HWIO))
+  if (rows, cols) != kernel_hw:
+    if flip:  # live taps are counted on the flipped kernel
+      row, col = kernel_hw[0] - row - rows, kernel_hw[1] - col - cols
+    kernel_HWIO = kernel_HWIO[row:row + rows, col:col + cols]
+    kernel_hw, pads = (rows, cols), (pads_h, pads_w)
   if kernel_hw == (1, 1):
     return _conv_pointwise(x_BHWC, kernel_HWIO, strides, pads)
   if (impl == "winograd" and x_BHWC.shape[-1] >= _WINOGRAD_MIN_CHANNELS and
       _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation)):
-    return _conv_winograd(x_BHWC, kernel_HWIO, pads, dilation[0])
-  return _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation)
+    return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, pads,
+                          dilation[0])
+  if impl == "winograd" and (_out_size(x_BHWC.shape[1], kernel_hw[0], strides[0], dilation[0],
+                                        pads[0]) *
+                             _out_size(x_BHWC.shape[2], kernel_hw[1], strides[1], dilation[1],
+                                       pads[1])) > _IM2COL_MAX_OUTPUT_PIXELS:
+    return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
+  return _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
 
 
 def _phase_taps(k: int, s: int, pad_lo: int, r: int) -> tuple[int, int]:
@@ -401,9 +466,11 @@ def _phase_taps(k: int, s: int, pad_lo: int, r: int) -> tuple[int, int]:
 
 def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1),
                      padding: Any = "SAME", dilation=(1, 1), transpose_kernel: bool = False,
-                     impl: str = "xla") -> jax.Array:
+                     flip_kernel: bool = False, impl: str = "xla") -> jax.Array:
   """A transposed convolution with the semantics of `lax.conv_transpose` (NHWC, HWIO).
 
+  `flip_kernel=True` computes it with `kernel_HWIO[::-1, ::-1]` without making that reversed
+  copy (e.g. torch's ConvTranspose2d with stride s, padding p is this with padding k-1-p).
   For impl != 'xla' the output is computed phase by phase: output positions (s*m + r, s*n + c)
   form a stride-1 conv of the undilated input with the taps of the kernel that reach them, so
   no multiplication by the dilation's zeros happens and each phase's gradients are dense convs.
@@ -411,12 +478,15 @@ def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1
   impl = resolve_conv_impl(impl)
   strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
   if impl == "xla":
-    return lax.conv_transpose(x_BHWC, kernel_HWIO, strides, padding, rhs_dilation=dilation,
+    return lax.conv_transpose(x_BHWC, kernel_HWIO[::-1, ::-1] if flip_kernel else kernel_HWIO,
+                              strides, padding, rhs_dilation=dilation,
                               dimension_numbers=_DIMENSION_NUMBERS,
                               transpose_kernel=transpose_kernel)
   kernel = kernel_HWIO
+  # transpose_kernel flips the kernel too: the two flips cancel.
+  flip = flip_kernel != transpose_kernel
   if transpose_kernel:
-    kernel = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+    kernel = jnp.swapaxes(kernel, 2, 3)
   if dilation != (1, 1):
     zero = jnp.zeros((), kernel.dtype)
     kernel = lax.pad(kernel, zero, ((0, 0, dilation[0] - 1), (0, 0, dilation[1] - 1),
@@ -446,9 +516,15 @@ def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1
       phase_pads.append((-offset, length + n_taps - 1 - n_in + offset))
     if min(lengths) == 0 or taps[0][1] == 0 or taps[1][1] == 0:
       y = jnp.zeros((b, *lengths, cout), jnp.result_type(x_BHWC, kernel))
+    elif flip:
+      # Taps first, first + s, ... of the flipped kernel are these of the kernel, in reverse.
+      starts = [k - 1 - first - s * (n - 1)
+                for k, s, (first, n) in zip(kernel_hw, strides, taps)]
+      sub_kernel = kernel[starts[0]::strides[0], starts[1]::strides[1]][:taps[0][1], :taps[1][1]]
+      y = _conv2d(x_BHWC, sub_kernel, (1, 1), tuple(phase_pads), (1, 1), inner_impl, flip=True)
     else:
       sub_kernel = kernel[taps[0][0]::strides[0], taps[1][0]::strides[1]]
-      y = conv2d(x_BHWC, sub_kernel, strides=(1, 1), padding=tuple(phase_pads), impl=inner_impl)
+      y = _conv2d(x_BHWC, sub_kernel, (1, 1), tuple(phase_pads), (1, 1), inner_impl, flip=False)
     return _pad_hw(y, ((0, phase_len[0] - lengths[0]), (0, phase_len[1] - lengths[1])))
 
   sh, sw = strides
