@@ -225,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if overrides and args.command not in ("train", "bench"):
     raise SystemExit("colorjax: error: --config.* overrides apply to train and bench only")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if args.command in ("train", "bench") and os.environ.get("COLORJAX_RETAIN_FREED_MEMORY",
+                                                           "1") != "0":
+    # Before JAX starts: XLA:CPU steps then reuse their temporaries' pages instead of faulting
+    # them in anew every step (benchmarks/README.md). Harmless on GPU/TPU hosts.
+    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+    xla_cpu.retain_freed_memory()
   from colorjax import writers  # pylint: disable=g-import-not-at-top
   writers.setup_console_logging(args.verbose)
   commands = {"train": lambda: cmd_train(args, overrides), "bench": lambda: cmd_bench(args, overrides),

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
+from colorjax import bench, checkpoint, color, data, evaluate, inference, losses, models, sharding
 from colorjax import perceptual, writers
 from colorjax import prior as prior_lib
 
@@ -481,7 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}
   pending = None  # a log step's metrics, read once the next step is dispatched
-  timer = writers.StepTimer(config.train.batch_size, start_step)
+  timer = writers.StepTimer(config.train.batch_size, start_step, **_flops_and_peak(config))
   preemption = _PreemptionFlag()
   try:
     for step in range(start_step + 1, config.train.steps + 1):
@@ -537,6 +537,13 @@ class _PreemptionFlag:
   def restore(self) -> None:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def _flops_and_peak(config: ml_collections.ConfigDict) -> dict[str, float | None]:
+  """Model FLOPs of a train step and the devices' peak FLOP/s, for the log's MFU."""
+  flops = bench.model_flops_per_step(config)["step"]
+  return {"flops_per_step": flops,
+          "peak_flops_per_s": bench.peak_flops(str(config.model.dtype)).flops_per_s}
 
 
 def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float]:

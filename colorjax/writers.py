@@ -25,12 +25,19 @@ def _format_duration(seconds: float) -> str:
 
 
 class StepTimer:
-  """Images/s, step time and ETA between log points; time spent in eval/checkpoints excluded."""
+  """Images/s, step time and ETA between log points; time spent in eval/checkpoints excluded.
 
-  def __init__(self, global_batch_size: int, start_step: int):
+  With `flops_per_step` (model FLOPs) it also reports achieved TFLOP/s, and with
+  `peak_flops_per_s` the model FLOPs utilisation (MFU).
+  """
+
+  def __init__(self, global_batch_size: int, start_step: int, *,
+               flops_per_step: float | None = None, peak_flops_per_s: float | None = None):
     self.batch = global_batch_size
     self.last_step = start_step
     self.last_time = time.perf_counter()
+    self.flops_per_step = flops_per_step
+    self.peak_flops_per_s = peak_flops_per_s
 
   def pause(self) -> None:
     """Restarts the clock, so time spent since the last measure (e.g. in eval) is not counted."""
@@ -43,6 +50,10 @@ class StepTimer:
     if steps > 0:
       step_s = (now - self.last_time) / steps
       out = {"perf/step_time_s": step_s, "perf/images_per_s": self.batch / step_s}
+      if self.flops_per_step:
+        out["perf/model_tflops_per_s"] = self.flops_per_step / step_s / 1e12
+        if self.peak_flops_per_s:
+          out["perf/mfu"] = self.flops_per_step / step_s / self.peak_flops_per_s
     self.last_step, self.last_time = step, now
     return out
 

@@ -33,3 +33,13 @@ def test_step_timer_measures_images_per_second():
   out = timer.measure(4)
   assert out["perf/images_per_s"] == 8 / out["perf/step_time_s"]
   assert timer.measure(4) == {}
+
+
+def test_step_timer_reports_tflops_and_mfu():
+  timer = writers.StepTimer(global_batch_size=8, start_step=0, flops_per_step=3e12,
+                            peak_flops_per_s=1e13)
+  out = timer.measure(2)
+  step_s = out["perf/step_time_s"]
+  np.testing.assert_allclose(out["perf/model_tflops_per_s"], 3.0 / step_s)
+  np.testing.assert_allclose(out["perf/mfu"], 0.3 / step_s)
+  assert "perf/mfu" not in writers.StepTimer(8, 0, flops_per_step=3e12).measure(1)

@@ -15,14 +15,19 @@ to float rounding (tests/conv_test.py):
               padded input, with a custom VJP whose kernel gradient is one matmul
               (patches^T @ dy) and whose input gradient is (dy @ kernel^T) scattered back
               (col2im); 1x1 convs are a plain dot; transposed convs phase by phase.
-  'winograd'  3x3 stride-1 convs with >= 16 input channels by F(2x2, 3x3) (Lavin & Gray 2016;
-              dilated ones after a space-to-batch split), differentiated by JAX so that both
-              gradients are Winograd-shaped batched matmuls too; every other conv as 'im2col'.
+  'winograd'  the CPU mix: 3x3 stride-1 convs with >= 16 input channels by F(2x2, 3x3) (Lavin &
+              Gray 2016; dilated ones after a space-to-batch split), differentiated by JAX so
+              that both gradients are Winograd-shaped batched matmuls too; 4x4 (and larger)
+              convs with over 64 output pixels per image by XLA (fast on large maps); every
+              other conv as 'im2col'.
   'auto'      `resolve_conv_impl`: 'winograd' on CPU, 'xla' elsewhere.
 
-Under every impl but 'xla', convs of under 20 MFLOPs keep XLA's conv (negligible time, and tiny
-test models compile as fast as with 'xla'), and im2col's forward pass of convs with at most 64
-products per output (the first conv on L) is XLA's conv: see the comments below.
+Under every impl but 'xla': convs of under 20 MFLOPs and convs with fewer than 32 output
+channels keep XLA's conv (negligible time, or im2col's copies cost more than its matmul saves);
+kernel taps that only ever read padding are dropped (a 4x4 conv of a 2x2 map is a 2x2 conv);
+im2col's forward pass of convs with at most 64 products per output (the first conv on L) is
+XLA's conv; transposed convs of a flipped kernel (torch's layout) are computed from the
+unflipped one by reversing the order of the views instead. See the comments below.
 
 Measured on a shared 2-core AVX-512 host, ECCV16 train step at 128 px, batch 8, medians of
 alternating runs in one process (benchmarks/README.md): 'xla' 23 s/step under load;
@@ -30,8 +35,9 @@ alternating runs in one process (benchmarks/README.md): 'xla' 23 s/step under lo
 cost more in memory traffic and page faults than XLA's own conv loops); a variant keeping XLA's
 forward and input gradient with a matmul kernel gradient 6.8-7.8 s; F(4x4, 3x3) Winograd no
 faster than F(2x2, 3x3) and twice as slow to compile. The strided convs of 'winograd' cost the
-same through im2col as through XLA in ECCV16 (2.95 vs 2.92 s/step); in the pix2pix step
-(U-Net + PatchGAN, 4x4 convs, 128 px, batch 4) im2col made it 1.31 s/step against XLA's 1.64.
+same through im2col as through XLA in ECCV16 (2.95 vs 2.92 s/step). The pix2pix step (U-Net +
+PatchGAN, 128 px, batch 4; quiet host, freed memory retained): 0.53 s/step with XLA's convs
+(and the U-Net's own sub-pixel transposed conv), 0.41-0.44 s with 'winograd'.
 
 Parameters are Flax's: `kernel` (kh, kw, in, out) and `bias` (out,), so checkpoints and weight
 importers do not depend on the implementation.
@@ -85,6 +91,9 @@ _IM2COL_MIN_OUT_CHANNELS = 32
 # 8x8x512 -> 4x4: 135 vs 446; 16x16x256 -> 8x8: 373 vs 531; 32x32x128 -> 16x16: 474 vs 423;
 # 64x64x64 -> 32x32: 225 vs 133; 4x4 stride-1 16x16x256 -> 15x15x512: 511 vs 358).
 _IM2COL_MAX_OUTPUT_PIXELS = 64
+# ...for kernels of at least this many taps. ECCV16's 3x3 strided convs and the 2x2 phases of
+# transposed convs were as fast or faster through im2col on every map size measured.
+_XLA_MIN_TAPS = 16
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -446,10 +455,10 @@ def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool)
       _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation)):
     return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, pads,
                           dilation[0])
-  if impl == "winograd" and (_out_size(x_BHWC.shape[1], kernel_hw[0], strides[0], dilation[0],
-                                        pads[0]) *
-                             _out_size(x_BHWC.shape[2], kernel_hw[1], strides[1], dilation[1],
-                                       pads[1])) > _IM2COL_MAX_OUTPUT_PIXELS:
+  out_pixels = math.prod(_out_size(x_BHWC.shape[1 + a], kernel_hw[a], strides[a], dilation[a],
+                                   pads[a]) for a in (0, 1))
+  if (impl == "winograd" and math.prod(kernel_hw) >= _XLA_MIN_TAPS and
+      out_pixels > _IM2COL_MAX_OUTPUT_PIXELS):
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   return _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
 
