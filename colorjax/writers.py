@@ -14,6 +14,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from colorjax import bench
+
 logger = logging.getLogger("colorjax")
 
 
@@ -52,8 +54,9 @@ class StepTimer:
       out = {"perf/step_time_s": step_s, "perf/images_per_s": self.batch / step_s}
       if self.flops_per_step:
         out["perf/model_tflops_per_s"] = self.flops_per_step / step_s / 1e12
-        if self.peak_flops_per_s:
-          out["perf/mfu"] = self.flops_per_step / step_s / self.peak_flops_per_s
+        mfu = bench.mfu(self.flops_per_step, step_s, self.peak_flops_per_s)
+        if mfu is not None:
+          out["perf/mfu"] = mfu
     self.last_step, self.last_time = step, now
     return out
 

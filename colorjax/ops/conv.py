@@ -267,12 +267,12 @@ def _conv_im2col_bwd(strides, pads, dilation, flip, residuals, dy_BHWO):
   x_BHWC, kernel_HWIO = residuals
   kh, kw, cin, cout = kernel_HWIO.shape
   patches = _im2col(x_BHWC, (kh, kw), strides, pads, dilation, flip)
-  k = kh * kw * cin
   # (dy^T @ patches)^T avoids a transposed copy of the patches but made the pix2pix step 25%
   # slower: XLA:CPU's matmul prefers this orientation.
   dkernel = lax.dot_general(patches, dy_BHWO, (((0, 1, 2), (0, 1, 2)), ((), ())),
                             preferred_element_type=jnp.float32)
-  dpatches = lax.dot_general(dy_BHWO, kernel_HWIO.reshape(k, cout), (((3,), (1,)), ((), ())))
+  dpatches = lax.dot_general(dy_BHWO, kernel_HWIO.reshape(kh * kw * cin, cout),
+                             (((3,), (1,)), ((), ())))
   dx = _col2im(dpatches, x_BHWC.shape, (kh, kw), strides, pads, dilation, flip)
   return dx.astype(x_BHWC.dtype), dkernel.reshape(kernel_HWIO.shape).astype(kernel_HWIO.dtype)
 
@@ -388,13 +388,6 @@ def _conv_winograd(x_BHWC, kernel_33IO, pads, d):
 # ------------------------------------------------------------------------------------------------
 
 
-def _forward_flops(x_shape, kernel_shape, strides, pads, dilation) -> float:
-  kh, kw, cin, cout = kernel_shape
-  ho = _out_size(x_shape[1], kh, strides[0], dilation[0], pads[0])
-  wo = _out_size(x_shape[2], kw, strides[1], dilation[1], pads[1])
-  return 2.0 * x_shape[0] * ho * wo * kh * kw * cin * cout
-
-
 def _live_taps(size: int, k: int, s: int, d: int, pad: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
   """(first tap, number of taps, new pads) of the kernel taps along one axis that read input.
 
@@ -433,17 +426,19 @@ def conv2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1), padding
 def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool) -> jax.Array:
   """conv2d with explicit pads; `flip`: correlate with kernel[::-1, ::-1] (transposed convs)."""
   kernel_hw = kernel_HWIO.shape[:2]
-  if (impl in ("xla", "subpixel") or kernel_HWIO.shape[-1] < _IM2COL_MIN_OUT_CHANNELS or
-      _forward_flops(x_BHWC.shape, kernel_HWIO.shape, strides, pads, dilation) < _MIN_CUSTOM_FLOPS):
+  batch, cin, cout = x_BHWC.shape[0], x_BHWC.shape[-1], kernel_HWIO.shape[-1]
+  # Dropping dead taps below keeps the output size.
+  out_hw = tuple(_out_size(x_BHWC.shape[1 + a], kernel_hw[a], strides[a], dilation[a], pads[a])
+                 for a in (0, 1))
+  forward_flops = 2.0 * batch * math.prod(out_hw) * math.prod(kernel_hw) * cin * cout
+  if (impl in ("xla", "subpixel") or cout < _IM2COL_MIN_OUT_CHANNELS or
+      forward_flops < _MIN_CUSTOM_FLOPS):
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   (row, rows, pads_h), (col, cols, pads_w) = (
       _live_taps(x_BHWC.shape[1 + axis], kernel_hw[axis], strides[axis], dilation[axis],
                  pads[axis]) for axis in (0, 1))
   if rows == 0 or cols == 0:  # every tap reads padding only
-    out_hw = [_out_size(x_BHWC.shape[1 + a], kernel_hw[a], strides[a], dilation[a], pads[a])
-              for a in (0, 1)]
-    return jnp.zeros((x_BHWC.shape[0], *out_hw, kernel_HWIO.shape[-1]),
-                     jnp.result_type(x_BHWC, kernel_HWIO))
+    return jnp.zeros((batch, *out_hw, cout), jnp.result_type(x_BHWC, kernel_HWIO))
   if (rows, cols) != kernel_hw:
     if flip:  # live taps are counted on the flipped kernel
       row, col = kernel_hw[0] - row - rows, kernel_hw[1] - col - cols
@@ -451,14 +446,12 @@ def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool)
     kernel_hw, pads = (rows, cols), (pads_h, pads_w)
   if kernel_hw == (1, 1):
     return _conv_pointwise(x_BHWC, kernel_HWIO, strides, pads)
-  if (impl == "winograd" and x_BHWC.shape[-1] >= _WINOGRAD_MIN_CHANNELS and
+  if (impl == "winograd" and cin >= _WINOGRAD_MIN_CHANNELS and
       _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation)):
     return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, pads,
                           dilation[0])
-  out_pixels = math.prod(_out_size(x_BHWC.shape[1 + a], kernel_hw[a], strides[a], dilation[a],
-                                   pads[a]) for a in (0, 1))
   if (impl == "winograd" and math.prod(kernel_hw) >= _XLA_MIN_TAPS and
-      out_pixels > _IM2COL_MAX_OUTPUT_PIXELS):
+      math.prod(out_hw) > _IM2COL_MAX_OUTPUT_PIXELS):
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   return _conv_im2col(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
 
