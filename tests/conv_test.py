@@ -138,6 +138,26 @@ def test_values_and_gradients_match_lax(impl):
       _assert_close(a, b, f"{impl}, case {i}: {name}")
 
 
+def test_transposed_convs_with_few_outputs_match_lax(monkeypatch):
+  """Under the default size rules transposed convs with few output channels (every case here)
+  are col2im(x @ kernel). The dilated one and the one with a stride above its kernel size
+  (output rows no tap reaches) are left to the phase-by-phase form."""
+  monkeypatch.setattr(conv, "_IM2COL_MIN_OUT_CHANNELS",
+                      _DEFAULT_SIZE_RULES["_IM2COL_MIN_OUT_CHANNELS"])
+  scattered = []
+  original = conv._conv_transpose_scatter
+  monkeypatch.setattr(conv, "_conv_transpose_scatter",
+                      lambda *args: scattered.append(args[1].shape) or original(*args))
+  indices = tuple(range(len(CONV_CASES), len(CONV_CASES) + len(TRANSPOSE_CASES)))
+  reference = _values_and_grads("xla", indices)
+  got = _values_and_grads.__wrapped__("im2col", indices)
+  assert len(scattered) == len(TRANSPOSE_CASES) - 2
+  for i in indices:
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), got[i], reference[i]):
+      assert a.shape == b.shape, (i, name)
+      _assert_close(a, b, f"scattered transposed conv, case {i}: {name}")
+
+
 def test_xla_reference_is_lax_itself():
   """The 'xla' reference is lax's conv, checked against an independent numpy loop."""
   (fn, x, k), = _cases((1,))  # stride 2, padding 1, 3 -> 4 channels
