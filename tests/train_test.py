@@ -124,6 +124,22 @@ def test_corrupt_image_is_skipped_and_counted(tiny_config, photos_dir, tmp_path)
   assert max(r.get("data/skipped", 0) for r in rows) >= 1
 
 
+def test_param_norm_is_logged_at_log_steps(tiny_config, tmp_path):
+  """train/param_norm is computed outside the step, from the state it returned (at step 1 while
+  step 2 runs on the donated state); at the last step it is the saved parameters' norm."""
+  c = tiny_config
+  c.train.steps, c.train.log_every, c.train.checkpoint_every = 3, 1, 1000
+  train.train_and_evaluate(c, str(tmp_path))
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  norms = {r["step"]: r["train/param_norm"] for r in rows if "train/param_norm" in r}
+  assert sorted(norms) == [1, 2, 3], norms
+  assert len(set(norms.values())) == 3 and all(np.isfinite(v) and v > 0 for v in norms.values())
+  _, variables = checkpoint.load_model(tmp_path, 3)
+  want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64))
+                     for x in jax.tree.leaves(variables["params"])))
+  np.testing.assert_allclose(norms[3], want, rtol=1e-5)
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
   c = tiny_config
   c.optimizer.lr = 1e30
