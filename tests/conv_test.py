@@ -62,12 +62,15 @@ TRANSPOSE_CASES = [
                                       flip_kernel=True)),
     ((1, 5, 4, 3), (3, 3, 4, 3), dict(strides=(2, 3), padding=((1, 2), (2, 1)),
                                       transpose_kernel=True, flip_kernel=True)),
+    # The same 4x4, stride-2 form with lax's own (unflipped) kernel.
+    ((2, 3, 4, 8), (4, 4, 8, 6), dict(strides=(2, 2), padding=((2, 2), (2, 2)))),
 ]
 
 
 # The size rules by which 'winograd' (the CPU default) leaves convs to XLA (see conv.py).
 _DEFAULT_SIZE_RULES = {"_IM2COL_MIN_OUT_CHANNELS": conv._IM2COL_MIN_OUT_CHANNELS,
-                       "_IM2COL_MAX_OUTPUT_PIXELS": conv._IM2COL_MAX_OUTPUT_PIXELS}
+                       "_IM2COL_MAX_OUTPUT_PIXELS": conv._IM2COL_MAX_OUTPUT_PIXELS,
+                       "_SHARED_WINDOW_MIN_PIXELS": conv._SHARED_WINDOW_MIN_PIXELS}
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +79,7 @@ def _custom_forms_for_small_convs(monkeypatch):
   monkeypatch.setattr(conv, "_MIN_CUSTOM_FLOPS", 0.0)
   monkeypatch.setattr(conv, "_IM2COL_MIN_OUT_CHANNELS", 0)
   monkeypatch.setattr(conv, "_IM2COL_MAX_OUTPUT_PIXELS", 10**9)
+  monkeypatch.setattr(conv, "_SHARED_WINDOW_MIN_PIXELS", 0)
 
 
 def _random(shape, seed):
@@ -88,8 +92,8 @@ IMPL_CASES = {
     "xla": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "subpixel": tuple(range(len(CONV_CASES), len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "im2col": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
-    "winograd": (0, 3, 4, 6, 7, 10, 11, 12, 13, 14, len(CONV_CASES),
-                 len(CONV_CASES) + len(TRANSPOSE_CASES) - 3),
+    "winograd": (0, 3, 4, 6, 7, 10, 11, 12, 13, 14, len(CONV_CASES), len(CONV_CASES) + 6,
+                 len(CONV_CASES) + 9),
 }
 
 
@@ -156,6 +160,26 @@ def test_transposed_convs_with_few_outputs_match_lax(monkeypatch):
     for name, a, b in zip(("output", "input gradient", "kernel gradient"), got[i], reference[i]):
       assert a.shape == b.shape, (i, name)
       _assert_close(a, b, f"scattered transposed conv, case {i}: {name}")
+
+
+def test_4x4_stride2_transposed_convs_phase_by_phase_match_lax(monkeypatch):
+  """On small maps torch's 4x4, stride-2 transposed conv is computed phase by phase (the other
+  tests compute it as one shared-window conv)."""
+  monkeypatch.setattr(conv, "_SHARED_WINDOW_MIN_PIXELS", 10**9)
+  shared = []
+  original = conv._conv_transpose_4x4_stride2
+  monkeypatch.setattr(conv, "_conv_transpose_4x4_stride2",
+                      lambda *args: shared.append(1) or original(*args))
+  indices = tuple(len(CONV_CASES) + i for i, (_, k_shape, kwargs) in enumerate(TRANSPOSE_CASES)
+                  if k_shape[:2] == (4, 4) and kwargs["strides"] == (2, 2))
+  assert len(indices) == 4
+  reference = _values_and_grads("xla", indices)
+  for impl in ("im2col", "winograd"):
+    got = _values_and_grads.__wrapped__(impl, indices)
+    for i in indices:
+      for name, a, b in zip(("output", "input gradient", "kernel gradient"), got[i], reference[i]):
+        _assert_close(a, b, f"{impl} phase by phase, case {i}: {name}")
+  assert not shared
 
 
 def test_xla_reference_is_lax_itself():
