@@ -18,7 +18,7 @@ to float rounding (tests/conv_test.py):
   'winograd'  the CPU mix: 3x3 stride-1 convs with >= 16 input channels by F(2x2, 3x3) (Lavin &
               Gray 2016; dilated ones after a space-to-batch split), differentiated by JAX so
               that both gradients are Winograd-shaped batched matmuls too; 4x4 (and larger)
-              convs with over 64 output pixels per image by XLA (fast on large maps); every
+              convs with over 1024 output pixels per image by XLA (fast on large maps); every
               other conv as 'im2col'.
   'auto'      `resolve_conv_impl`: 'winograd' on CPU, 'xla' elsewhere.
 
@@ -87,10 +87,12 @@ _MIN_CUSTOM_FLOPS = 20e6
 _IM2COL_MIN_OUT_CHANNELS = 32
 # 'winograd' computes the convs it does not transform with im2col only where the output has at
 # most this many pixels per image: XLA:CPU's own conv loops are at their best on large maps and
-# slow on small ones with many channels (fwd+bwd, batch 4, GFLOP/s XLA vs im2col: 4x4/2 conv
-# 8x8x512 -> 4x4: 135 vs 446; 16x16x256 -> 8x8: 373 vs 531; 32x32x128 -> 16x16: 474 vs 423;
-# 64x64x64 -> 32x32: 225 vs 133; 4x4 stride-1 16x16x256 -> 15x15x512: 511 vs 358).
-_IM2COL_MAX_OUTPUT_PIXELS = 64
+# slow on small ones with many channels (fwd+bwd alone, batch 4, GFLOP/s XLA vs im2col: 4x4/2
+# conv 8x8x512 -> 4x4: 135 vs 446; 16x16x256 -> 8x8: 373 vs 531; 32x32x128 -> 16x16: 474 vs
+# 423; 64x64x64 -> 32x32: 225 vs 133; 4x4 stride-1 16x16x256 -> 15x15x512: 511 vs 358). In the
+# whole pix2pix step (128 px, batch 4), where im2col's matmuls overlap with other work, im2col
+# up to 32x32 outputs was faster: 0.354-0.362 s/step with 1024 (and 4096), 0.375 with 64.
+_IM2COL_MAX_OUTPUT_PIXELS = 1024
 # ...for kernels of at least this many taps. ECCV16's 3x3 strided convs and the 2x2 phases of
 # transposed convs were as fast or faster through im2col on every map size measured.
 _XLA_MIN_TAPS = 16
