@@ -1,9 +1,11 @@
 """Tests of colorjax.train: the step, device-count independence, resume, NaN stop, bad input."""
+import dataclasses
 import json
 import pathlib
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,6 +124,29 @@ def test_corrupt_image_is_skipped_and_counted(tiny_config, photos_dir, tmp_path)
   train.train_and_evaluate(c, str(tmp_path / "wd"))
   rows = [json.loads(l) for l in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
   assert max(r.get("data/skipped", 0) for r in rows) >= 1
+
+
+def test_gradient_norm_is_computed_at_logged_steps_only(tiny_config, photos_dir):
+  c = tiny_config
+  c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 7, 2, 1000, 3
+  mesh = sharding.create_mesh(1)
+  setup = train.create_setup(c, None)
+  every_step = dataclasses.replace(setup, logged_every=(1,))
+  state, shardings = train.create_state(setup, c, mesh)
+  batch = sharding.shard_batch(_fixed_batch(photos_dir), mesh)
+  step = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  reference = train.make_train_step(every_step, shardings, mesh, adversarial=False)
+  norms, reference_norms = [], []
+  for _ in range(c.train.steps):
+    reference_norms.append(float(reference(jax.tree.map(jnp.copy, state), batch)[1][
+        "train/grad_norm"]))
+    state, metrics = step(state, batch)
+    norms.append(float(metrics["train/grad_norm"]))
+  logged = [1 + i for i, n in enumerate(norms) if n != train.NOT_COMPUTED]
+  assert logged == [2, 3, 4, 6, 7], norms  # multiples of 2 or 3, and the last step
+  assert all(n > 0 for n in reference_norms)
+  np.testing.assert_allclose([norms[s - 1] for s in logged],
+                             [reference_norms[s - 1] for s in logged], rtol=1e-6)
 
 
 def test_param_norm_is_logged_at_log_steps(tiny_config, tmp_path):
