@@ -29,6 +29,7 @@ import optax
 
 from colorjax import bench, checkpoint, color, data, evaluate, inference, losses, models, sharding
 from colorjax import perceptual, writers
+from colorjax.ops import xla_cpu
 from colorjax import prior as prior_lib
 
 State = dict[str, Any]
@@ -432,7 +433,9 @@ def make_train_step(setup: Setup, state_shardings, mesh, adversarial: bool) -> C
   """The jitted step over the mesh: state replicated and donated, batch split on `data`."""
   step = functools.partial(train_step, setup=setup, adversarial=adversarial)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharded(mesh)),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0,
+                 compiler_options=xla_cpu.step_compiler_options(bool(setup.model_cfg.remat))
+                 or None)
 
 
 # ----------------------------------------------------------------------------------------------
