@@ -525,7 +525,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))
         pending = None
-      is_last = step == config.train.steps or preemption.requested
+      # Read once: a SIGTERM that arrives later in this iteration is handled at the next one
+      # (reading it again at the end stopped without saving).
+      preempted = preemption.requested
+      is_last = step == config.train.steps or preempted
       do_eval = step % config.train.eval_every == 0 or step == config.train.steps
       do_save = step % config.train.checkpoint_every == 0 or is_last
       if do_eval or do_save:
@@ -541,7 +544,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpoint.save(manager, step, state, train_iter, metrics=eval_metrics)
       if do_eval or do_save:
         timer.pause()
-      if preemption.requested:
+      if preempted:
         writers.logger.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
         break
   finally:
