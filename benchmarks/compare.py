@@ -6,8 +6,9 @@
 Both sides take the same host uint8 RGB batch and do the same work per step (Lab conversion and
 target encoding inside the step, forward, backward, optimiser update); see torch_models.py.
 colorjax runs on one device with the step `colorjax.train` builds (compiled ahead of time);
-PyTorch runs eagerly with `torch.set_num_threads(<cores>)`, in the faster of NCHW and
-channels_last (chosen after warm-up, unless --torch-format is given). After warm-up, each repeat
+PyTorch runs eagerly with `torch.set_num_threads(<cores>)`, in the fastest of NCHW and
+channels_last with torch's default (per-parameter loop) and its fused Adam (chosen after warm-up,
+unless --torch-format / --torch-adam are given). After warm-up, each repeat
 times `--steps` steps of one side then of the other, alternating which goes first, so both see
 the same machine load; the ratio is reported as the median of the per-repeat ratios (robust to
 load that changes between repeats) beside the ratio of the medians, with the CPU seconds each
@@ -74,11 +75,12 @@ def make_colorjax_step(config) -> tuple[Callable[[np.ndarray], object], float]:
   return run, compile_s
 
 
-def make_torch_step(model: str, size: int, channels_last: bool) -> Callable[[np.ndarray], object]:
+def make_torch_step(model: str, size: int, channels_last: bool,
+                    fused_adam: bool = False) -> Callable[[np.ndarray], object]:
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
   if model == "eccv16":
-    return torch_models.make_eccv16_step(channels_last=channels_last)
-  return torch_models.make_pix2pix_step(size, channels_last=channels_last)
+    return torch_models.make_eccv16_step(channels_last=channels_last, fused_adam=fused_adam)
+  return torch_models.make_pix2pix_step(size, channels_last=channels_last, fused_adam=fused_adam)
 
 
 def _cpu_seconds() -> float:
@@ -110,7 +112,8 @@ def _summary(times: list[float], batch: int) -> dict[str, float]:
 
 
 def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
-            torch_format: str = "auto", overrides: dict[str, str] | None = None) -> dict:
+            torch_format: str = "auto", overrides: dict[str, str] | None = None,
+            torch_adam: str = "auto") -> dict:
   """Runs the comparison and returns its results (also printed)."""
   import torch  # pylint: disable=g-import-not-at-top
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -121,17 +124,21 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   cj_step, compile_s = make_colorjax_step(config)
   cj_step(rgb)  # warm-up
   formats = {"nchw": False, "channels_last": True}
-  if torch_format == "auto":
-    candidates = {name: make_torch_step(model, size, cl) for name, cl in formats.items()}
-    for step in candidates.values():
-      step(rgb)  # warm-up (oneDNN primitive creation)
-    trial = {name: min(_time(step, rgb, 1) for _ in range(2)) for name, step in candidates.items()}
-    torch_format = min(trial, key=trial.get)
-    torch_step = candidates[torch_format]
+  adams = {"for-loop": False, "fused": True}
+  variants = [(f, a) for f in (formats if torch_format == "auto" else [torch_format])
+              for a in (adams if torch_adam == "auto" else [torch_adam])]
+  candidates = {v: make_torch_step(model, size, formats[v[0]], adams[v[1]]) for v in variants}
+  for step in candidates.values():
+    step(rgb)  # warm-up (oneDNN primitive creation)
+    step(rgb)
+  if len(candidates) > 1:
+    trial = {v: min(_time(step, rgb, 1) for _ in range(2)) for v, step in candidates.items()}
+    variant = min(trial, key=trial.get)
   else:
-    torch_step = make_torch_step(model, size, formats[torch_format])
-    torch_step(rgb)
-    torch_step(rgb)
+    (variant,) = candidates
+  torch_step = candidates[variant]
+  torch_format, torch_adam = variant
+  del candidates
 
   load_before = os.getloadavg()[0]
   cj_times, torch_times, cj_cpu, torch_cpu = [], [], [], []
@@ -148,7 +155,7 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
                    "cpu_s_per_step": statistics.median(cj_cpu),
                    "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
                    "remat": bool(config.model.remat)},
-      "torch": {**_summary(torch_times, batch), "format": torch_format,
+      "torch": {**_summary(torch_times, batch), "format": torch_format, "adam": torch_adam,
                 "cpu_s_per_step": statistics.median(torch_cpu),
                 "version": torch.__version__},
       "ratio_median_of_pairs": statistics.median(ratios),
@@ -166,7 +173,8 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   print(f"  colorjax ({cj['conv_impl']}): {cj['images_per_s']:.3f} img/s "
         f"[{cj['min']:.3f}-{cj['max']:.3f}], {cj['cpu_s_per_step']:.2f} CPU s/step, "
         f"compile {compile_s:.1f} s")
-  print(f"  torch {tt['version']} ({torch_format}): {tt['images_per_s']:.3f} img/s "
+  print(f"  torch {tt['version']} ({torch_format}, {torch_adam} Adam): "
+        f"{tt['images_per_s']:.3f} img/s "
         f"[{tt['min']:.3f}-{tt['max']:.3f}], {tt['cpu_s_per_step']:.2f} CPU s/step")
   print(f"  colorjax / torch: {result['ratio_median_of_pairs']:.2f}x (median of per-repeat "
         f"ratios, range {min(ratios):.2f}-{max(ratios):.2f}; ratio of medians "
@@ -185,14 +193,19 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=1, help="steps per side per repeat")
   parser.add_argument("--torch-format", choices=("auto", "nchw", "channels_last"),
                       default="auto")
-  parser.add_argument("--retain-freed-memory", action="store_true",
-                      help="colorjax.ops.xla_cpu.retain_freed_memory() first (glibc malloc keeps "
-                           "freed memory: no page faults on each step's buffers; both sides)")
+  parser.add_argument("--torch-adam", choices=("auto", "for-loop", "fused"), default="auto",
+                      help="torch.optim.Adam's implementation (auto: the faster after warm-up)")
+  parser.add_argument("--retain-freed-memory", action=argparse.BooleanOptionalAction,
+                      default=os.environ.get("COLORJAX_RETAIN_FREED_MEMORY", "1") != "0",
+                      help="colorjax.ops.xla_cpu.retain_freed_memory() first, as `colorjax "
+                           "train` does (glibc malloc keeps freed memory: no page faults on each "
+                           "step's buffers; both sides). Default on, unless "
+                           "COLORJAX_RETAIN_FREED_MEMORY=0")
   args, rest = parser.parse_known_args(argv)
   if args.retain_freed_memory:
     from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
     if not xla_cpu.retain_freed_memory():
-      parser.error("--retain-freed-memory needs glibc's malloc")
+      print("note: glibc's malloc not found; freed memory is not retained", file=sys.stderr)
   overrides = {}
   for arg in rest:
     if not arg.startswith("--config.") or "=" not in arg:
@@ -200,7 +213,7 @@ def main(argv=None) -> int:
     key, _, value = arg[len("--config."):].partition("=")
     overrides[key] = value
   compare(args.model, args.size, args.batch, args.repeats, args.steps, args.torch_format,
-          overrides)
+          overrides, args.torch_adam)
   return 0
 
 

@@ -4,11 +4,13 @@ Same layers, shapes, losses and optimisers as the colorjax steps, and the same w
 step: uint8 RGB in, Lab conversion, normalisation (and for ECCV16 the soft encoding onto the 5
 nearest of the 313 bins with sigma 5, rebalancing weights and gray masking) on the fly.
 
-  step = make_eccv16_step(num_threads=2)           # ECCV16 at width 1.0, Adam(0.9, 0.99), wd 1e-3
+  step = make_eccv16_step()                        # ECCV16 at width 1.0, Adam(0.9, 0.99), wd 1e-3
   step = make_pix2pix_step(image_size=128)         # U-Net (log2(size) downs, ngf 64) + PatchGAN
   loss = step(rgb_uint8_BHW3)                      # one optimisation step on a numpy batch
 
-Requires torch (the CPU build is enough); colorjax itself never imports this module.
+`channels_last=True` runs the convs in NHWC, `fused_adam=True` torch's single-kernel Adam (the
+default is its per-parameter loop). Requires torch (the CPU build is enough); colorjax itself
+never imports this module.
 """
 from __future__ import annotations
 
@@ -186,12 +188,13 @@ def _input(x_BCHW: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def make_eccv16_step(class_weights_Q: np.ndarray | None = None, *, lr: float = 3e-5,
-                     channels_last: bool = False, seed: int = 0
+                     channels_last: bool = False, fused_adam: bool = False, seed: int = 0
                      ) -> Callable[[np.ndarray], float]:
   """The ECCV16 train step: `step(rgb_uint8_BHW3) -> loss`, updating the model in place."""
   torch.manual_seed(seed)
   model = _to_format(ECCV16Torch(), channels_last).train()
-  opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-3)
+  opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-3,
+                         fused=fused_adam or None)
   weights = torch.tensor(np.ones(color.Q, np.float32) if class_weights_Q is None
                          else np.asarray(class_weights_Q, np.float32))
   bins = torch.tensor(color.AB_BINS, dtype=torch.float32)
@@ -210,14 +213,14 @@ def make_eccv16_step(class_weights_Q: np.ndarray | None = None, *, lr: float = 3
 
 def make_pix2pix_step(image_size: int, *, ngf: int = 64, ndf: int = 64, n_layers: int = 3,
                       l1_weight: float = 100.0, lr: float = 2e-4, channels_last: bool = False,
-                      seed: int = 0) -> Callable[[np.ndarray], float]:
+                      fused_adam: bool = False, seed: int = 0) -> Callable[[np.ndarray], float]:
   """The pix2pix train step (D then G; BCE GAN loss + l1_weight x L1 on ab/110; D loss halved)."""
   torch.manual_seed(seed)
   num_downs = int(round(math.log2(image_size)))
   gen = _to_format(UNetTorch(num_downs, ngf), channels_last).train()
   disc = _to_format(PatchGANTorch(3, ndf, n_layers), channels_last).train()
-  opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
-  opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+  opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999), fused=fused_adam or None)
+  opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999), fused=fused_adam or None)
   bce = nn.BCEWithLogitsLoss()
 
   def step(rgb_uint8_BHW3: np.ndarray) -> float:
