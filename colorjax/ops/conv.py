@@ -14,7 +14,10 @@ to float rounding (tests/conv_test.py):
   'im2col'    every conv as one matmul over the kh*kw shifted (strided, dilated) views of the
               padded input, with a custom VJP whose kernel gradient is one matmul
               (patches^T @ dy) and whose input gradient is (dy @ kernel^T) scattered back
-              (col2im); 1x1 convs are a plain dot; transposed convs phase by phase.
+              (col2im); 1x1 convs are a plain dot; transposed convs phase by phase (their
+              kernel gradients interleaved into one dense array), torch's 4x4 stride-2 one on
+              maps of >= 16x16 as one 2x2 conv of the 1-padded input with all four phases'
+              outputs, transposed convs with < 32 outputs as col2im(x @ kernel).
   'winograd'  the CPU mix: 3x3 stride-1 convs with >= 16 input channels by F(2x2, 3x3) (Lavin &
               Gray 2016; dilated ones after a space-to-batch split), differentiated by JAX so
               that both gradients are Winograd-shaped batched matmuls too; 4x4 (and larger)
@@ -37,7 +40,8 @@ forward and input gradient with a matmul kernel gradient 6.8-7.8 s; F(4x4, 3x3) 
 faster than F(2x2, 3x3) and twice as slow to compile. The strided convs of 'winograd' cost the
 same through im2col as through XLA in ECCV16 (2.95 vs 2.92 s/step). The pix2pix step (U-Net +
 PatchGAN, 128 px, batch 4; quiet host, freed memory retained): 0.53 s/step with XLA's convs
-(and the U-Net's own sub-pixel transposed conv), 0.41-0.44 s with 'winograd'.
+(and the U-Net's own sub-pixel transposed conv), 0.41-0.44 s with 'winograd' and its first
+rules, 0.35-0.37 s with the current ones (the whole step: 0.32-0.35 s, benchmarks/README.md).
 
 Parameters are Flax's: `kernel` (kh, kw, in, out) and `bias` (out,), so checkpoints and weight
 importers do not depend on the implementation.
