@@ -341,8 +341,25 @@ def _strided(x, axis: int, start: int, count: int, stride: int) -> jax.Array:
   return lax.slice_in_dim(x, start, start + (count - 1) * stride + 1, stride, axis)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _unstack(x, axis: int) -> list[jax.Array]:
+  """The slices of `x` along `axis`; differentiated by stacking their cotangents.
+
+  Indexing's own VJP pads each cotangent to the whole array and adds them, which XLA:CPU
+  materialises (one full-size copy per slice, e.g. 16 of a Winograd product's gradient).
+  """
   return [lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis])]
+
+
+def _unstack_fwd(x, axis):
+  return _unstack(x, axis), None
+
+
+def _unstack_bwd(axis, _, cotangents):
+  return (jnp.stack(cotangents, axis),)
+
+
+_unstack.defvjp(_unstack_fwd, _unstack_bwd)
 
 
 def _winograd_conv3x3(x_BHWC, kernel_33IO, pads):
