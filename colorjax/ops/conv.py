@@ -529,30 +529,34 @@ def _conv_transpose_scatter(x_BHWC, kernel_HWIO, strides, pads, out_hw):
   return _scatter_patches(taps_BHWK, (x_BHWC.shape[0], *out_hw, cout), (kh, kw), strides, pads)
 
 
-@jax.custom_vjp
-def _interleave_shifted_phases(y_BHWK):
-  """(B, H+1, W+1, 2*2*O) -> (B, 2H, 2W, O): output (2m + r, 2n + c) is y[m + r, n + c, (r, c)].
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _interleave_shifted_phases(y_BHWK, reversed_groups: bool):
+  """(B, H+1, W+1, 2*2*O) -> (B, 2H, 2W, O): output (2m + r, 2n + c) is y[m + r, n + c, (r, c)]
+  (channel group (1 - r, 1 - c) with `reversed_groups`).
 
   Differentiated by one concatenation of the zero-padded phase gradients (slicing's own VJP
   would materialise four padded copies of the whole array before adding them).
   """
   b, h1, w1, k = y_BHWK.shape
   y = y_BHWK.reshape(b, h1, w1, 2, 2, k // 4)
-  rows = [jnp.stack([y[:, r:r + h1 - 1, c:c + w1 - 1, r, c] for c in (0, 1)], axis=3)
+  g = (lambda r: 1 - r) if reversed_groups else (lambda r: r)
+  rows = [jnp.stack([y[:, r:r + h1 - 1, c:c + w1 - 1, g(r), g(c)] for c in (0, 1)], axis=3)
           for r in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * (h1 - 1), 2 * (w1 - 1), k // 4)
 
 
-def _interleave_shifted_phases_fwd(y_BHWK):
-  return _interleave_shifted_phases(y_BHWK), None
+def _interleave_shifted_phases_fwd(y_BHWK, reversed_groups):
+  return _interleave_shifted_phases(y_BHWK, reversed_groups), None
 
 
-def _interleave_shifted_phases_bwd(_, dy_BHWC):
+def _interleave_shifted_phases_bwd(reversed_groups, _, dy_BHWC):
   b, h2, w2, cout = dy_BHWC.shape
   dy = dy_BHWC.reshape(b, h2 // 2, 2, w2 // 2, 2, cout)
-  dphases = [[_pad_hw(dy[:, :, r, :, c], ((r, 1 - r), (c, 1 - c))) for c in (0, 1)]
-             for r in (0, 1)]
-  dy_shifted = jnp.stack([jnp.stack(row, axis=3) for row in dphases], axis=3)
+  # Channel group (i, j) holds phase (r, c) = (i, j), or (1 - i, 1 - j) when reversed.
+  p = (lambda i: 1 - i) if reversed_groups else (lambda i: i)
+  dgroups = [[_pad_hw(dy[:, :, p(i), :, p(j)], ((p(i), 1 - p(i)), (p(j), 1 - p(j))))
+              for j in (0, 1)] for i in (0, 1)]
+  dy_shifted = jnp.stack([jnp.stack(row, axis=3) for row in dgroups], axis=3)
   return (dy_shifted.reshape(b, h2 // 2 + 1, w2 // 2 + 1, 4 * cout),)
 
 
@@ -569,13 +573,14 @@ def _conv_transpose_4x4_stride2(x_BHWC, kernel_44IO, flip: bool, impl: str):
   32x32 map (its (H+1)(W+1) windows), a quarter of the patch traffic.
   """
   cin, cout = kernel_44IO.shape[2:]
-  # With `flip` the kernel is indexed as torch's; its reverse has tap 3 - r - 2t at (t, r) of a
-  # (2, 2) reshape. Without, the kernel is that reverse already.
-  reversed_kernel = kernel_44IO[::-1, ::-1] if flip else kernel_44IO
-  windows = reversed_kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 4, 1, 3, 5)
+  # kernel[2a + b] at (a, b) of a (2, 2) reshape. With `flip` the kernel is indexed as torch's:
+  # window tap t and phase r take its tap 3 - r - 2t, i.e. (a, b) = (1 - t, 1 - r): the conv
+  # reads its windows in reverse (flip) and the phases take the channel groups in reverse, so
+  # no reversed copy of the kernel is made. Without `flip` the kernel is that reverse already.
+  windows = kernel_44IO.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 4, 1, 3, 5)
   y = _conv2d(x_BHWC, windows.reshape(2, 2, cin, 4 * cout), (1, 1), ((1, 1), (1, 1)), (1, 1),
-              impl, flip=False)
-  return _interleave_shifted_phases(y)
+              impl, flip=flip)
+  return _interleave_shifted_phases(y, flip)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
