@@ -29,8 +29,8 @@ import optax
 
 from colorjax import bench, checkpoint, color, data, evaluate, inference, losses, models, sharding
 from colorjax import perceptual, writers
-from colorjax.ops import xla_cpu
 from colorjax import prior as prior_lib
+from colorjax.ops import xla_cpu
 
 State = dict[str, Any]
 
