@@ -529,6 +529,11 @@ def _conv_transpose_scatter(x_BHWC, kernel_HWIO, strides, pads, out_hw):
   return _scatter_patches(taps_BHWK, (x_BHWC.shape[0], *out_hw, cout), (kh, kw), strides, pads)
 
 
+def _phase_group(i: int, reversed_groups: bool) -> int:
+  """The channel group of phase i (or the phase of group i: the map is its own inverse)."""
+  return 1 - i if reversed_groups else i
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _interleave_shifted_phases(y_BHWK, reversed_groups: bool):
   """(B, H+1, W+1, 2*2*O) -> (B, 2H, 2W, O): output (2m + r, 2n + c) is y[m + r, n + c, (r, c)]
@@ -539,7 +544,7 @@ def _interleave_shifted_phases(y_BHWK, reversed_groups: bool):
   """
   b, h1, w1, k = y_BHWK.shape
   y = y_BHWK.reshape(b, h1, w1, 2, 2, k // 4)
-  g = (lambda r: 1 - r) if reversed_groups else (lambda r: r)
+  g = functools.partial(_phase_group, reversed_groups=reversed_groups)
   rows = [jnp.stack([y[:, r:r + h1 - 1, c:c + w1 - 1, g(r), g(c)] for c in (0, 1)], axis=3)
           for r in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * (h1 - 1), 2 * (w1 - 1), k // 4)
@@ -552,8 +557,8 @@ def _interleave_shifted_phases_fwd(y_BHWK, reversed_groups):
 def _interleave_shifted_phases_bwd(reversed_groups, _, dy_BHWC):
   b, h2, w2, cout = dy_BHWC.shape
   dy = dy_BHWC.reshape(b, h2 // 2, 2, w2 // 2, 2, cout)
-  # Channel group (i, j) holds phase (r, c) = (i, j), or (1 - i, 1 - j) when reversed.
-  p = (lambda i: 1 - i) if reversed_groups else (lambda i: i)
+  # Channel group (i, j) holds phase (p(i), p(j)).
+  p = functools.partial(_phase_group, reversed_groups=reversed_groups)
   dgroups = [[_pad_hw(dy[:, :, p(i), :, p(j)], ((p(i), 1 - p(i)), (p(j), 1 - p(j))))
               for j in (0, 1)] for i in (0, 1)]
   dy_shifted = jnp.stack([jnp.stack(row, axis=3) for row in dgroups], axis=3)
@@ -679,16 +684,13 @@ def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1
       phase_pads.append((-offset, length + n_taps - 1 - n_in + offset))
     if min(lengths) == 0 or taps[0][1] == 0 or taps[1][1] == 0:
       y = jnp.zeros((b, *lengths, cout), jnp.result_type(x_BHWC, kernel))
-    elif flip:
-      # Taps first, first + s, ... of the flipped kernel are these of the kernel, in reverse.
-      starts = [k - 1 - first - s * (n - 1)
-                for k, s, (first, n) in zip(kernel_hw, strides, taps)]
-      # A phase reads every tap of its residue class: starts < s, and n taps span the class.
-      sub_kernel = residue_kernels[starts[0]][starts[1]]
-      y = _conv2d(x_BHWC, sub_kernel, (1, 1), tuple(phase_pads), (1, 1), inner_impl, flip=True)
     else:
-      sub_kernel = residue_kernels[taps[0][0]][taps[1][0]]
-      y = _conv2d(x_BHWC, sub_kernel, (1, 1), tuple(phase_pads), (1, 1), inner_impl, flip=False)
+      # A phase reads every tap of its residue class (n taps span it). With `flip`, taps first,
+      # first + s, ... of the flipped kernel are those of the kernel from k-1-first-s(n-1) on.
+      residue = [k - 1 - first - s * (n - 1) if flip else first
+                 for k, s, (first, n) in zip(kernel_hw, strides, taps)]
+      y = _conv2d(x_BHWC, residue_kernels[residue[0]][residue[1]], (1, 1), tuple(phase_pads),
+                  (1, 1), inner_impl, flip=flip)
     return _pad_hw(y, ((0, phase_len[0] - lengths[0]), (0, phase_len[1] - lengths[1])))
 
   sh, sw = strides
