@@ -326,17 +326,21 @@ NOT_COMPUTED = -1.0
 _STEP_NORMS = ("train/grad_norm", "train/d_grad_norm")
 
 
+def _is_logged(setup: Setup, step):
+  """Whether the loop logs the metrics of (1-based) `step`: a host int or a traced array."""
+  logged = step == setup.last_step
+  for every in setup.logged_every:  # positive (config validation)
+    logged = logged | (step % every == 0)
+  return logged
+
+
 def _gradient_norm(setup: Setup, step: jax.Array, grads) -> jax.Array:
   """optax.tree.norm(grads) at the steps the loop logs (1-based `step`), NOT_COMPUTED elsewhere.
 
   It is a pass over every gradient, 3-4% of the pix2pix step on CPU, for a number that is read
   once per log interval.
   """
-  logged = step == setup.last_step
-  for every in setup.logged_every:
-    if every > 0:
-      logged = logged | (step % every == 0)
-  return jax.lax.cond(logged, lambda g: optax.tree.norm(g).astype(jnp.float32),
+  return jax.lax.cond(_is_logged(setup, step), lambda g: optax.tree.norm(g).astype(jnp.float32),
                       lambda g: jnp.asarray(NOT_COMPUTED, jnp.float32), grads)
 
 
@@ -535,7 +539,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Checked before anything is saved, so a NaN never reaches a checkpoint.
         metrics = with_param_norm(state["gen"]["params"], metrics)
         last_metrics.update(_log_train(writer, timer, step, metrics, train_iter))
-      elif step % config.train.log_every == 0:
+      elif _is_logged(setup, step):  # the schedule the step computes gradient norms for
         pending = (step, with_param_norm(state["gen"]["params"], metrics))
       eval_metrics = evaluator.run(state, eval_source, step, writer) if do_eval else None
       if eval_metrics:
