@@ -26,6 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from colorjax import paths
+
 CHECKPOINTS_SUBDIR = "checkpoints"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.json"
@@ -34,6 +36,11 @@ VARIABLES_SUBDIR = "variables"
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, incomplete or does not fit the model it is loaded into."""
+
+
+def _directory(path: str | epath.Path) -> epath.Path:
+  # Orbax refuses relative paths; the public functions here are also the Python API's entry.
+  return epath.Path(paths.absolute(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,7 +65,7 @@ def create_manager(workdir: str | epath.Path, *, keep_last: int = 3, best_metric
       cleanup_tmp_directories=True,
   )
   return ocp.CheckpointManager(
-      epath.Path(workdir) / CHECKPOINTS_SUBDIR, options=options, item_names=("state", "data"))
+      _directory(workdir) / CHECKPOINTS_SUBDIR, options=options, item_names=("state", "data"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator=None,
@@ -99,7 +106,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iterator=N
 
 def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> None:
   """Writes the run's config (once, by process 0) so eval/colorize can rebuild the model."""
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = _directory(workdir) / CONFIG_FILE
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + ".tmp")
@@ -108,7 +115,7 @@ def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> N
 
 
 def read_config(workdir: str | epath.Path) -> dict[str, Any]:
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = _directory(workdir) / CONFIG_FILE
   if not path.exists():
     raise CheckpointError(f"{workdir} is not a colorjax workdir: {path} is missing")
   return json.loads(path.read_text())
@@ -126,7 +133,7 @@ def _to_host(tree):
 def save_model(directory: str | epath.Path, model_config: Mapping[str, Any],
                variables: Mapping[str, Any]) -> None:
   """Writes an exported model: `model.json` (how to rebuild it) and its Flax variables."""
-  directory = epath.Path(directory).absolute()
+  directory = _directory(directory)
   directory.mkdir(parents=True, exist_ok=True)
   target = directory / VARIABLES_SUBDIR
   if target.exists():
@@ -153,7 +160,7 @@ def load_model(path: str | epath.Path, step: int | None = None) -> tuple[dict[st
   config as a dict (its `model` entry rebuilds the network) and `variables` holds the
   generator's `params` (its EMA when the run kept one) and `batch_stats`.
   """
-  path = epath.Path(path).absolute()
+  path = _directory(path)
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")
   if (path / MODEL_FILE).exists():

@@ -9,6 +9,17 @@ from typing import Sequence
 DEFAULT_CONFIG = "eccv16:quickstart"
 
 
+def _path(text: str) -> str:
+  # Every path argument is made absolute here, where it enters (relative to the current
+  # directory, `~` expanded, `gs://` kept).
+  from colorjax import paths  # pylint: disable=g-import-not-at-top
+  return paths.absolute(text)
+
+
+def _data(text: str) -> str:
+  return text if text == "bundled" else _path(text)
+
+
 def _split_config_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
   """Separates `--config.KEY=VALUE` / `--config.KEY VALUE` overrides from the other arguments."""
   rest, overrides = [], {}
@@ -31,7 +42,8 @@ def _split_config_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, s
 
 def _load_config(spec: str, overrides: dict[str, str]):
   from colorjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.apply_overrides(config_lib.load_config(spec), overrides)
+  return config_lib.with_absolute_paths(
+      config_lib.apply_overrides(config_lib.load_config(spec), overrides))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -41,9 +53,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--checkpoint", help="a training workdir or an exported model directory")
+  p.add_argument("--checkpoint", type=_path,
+                 help="a training workdir or an exported model directory")
   p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-  p.add_argument("--weights", help="official ECCV16 PyTorch state_dict file (.pth)")
+  p.add_argument("--weights", type=_path, help="official ECCV16 PyTorch state_dict file (.pth)")
   p.add_argument("--temperature", type=float, help="annealed-mean temperature (bins models)")
 
 
@@ -162,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("train", help="train a model (default: a small ECCV16 on the bundled photos)")
   _add_config_args(p)
-  p.add_argument("--workdir", default="workdir", help="checkpoints and logs; resumed if present")
+  p.add_argument("--workdir", default="workdir", type=_path, help="checkpoints and logs; resumed if present")
 
   p = sub.add_parser("bench", help="time the train and eval steps and the input pipeline")
   _add_config_args(p)
@@ -171,48 +184,48 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("eval", help="metrics of a model on a folder or dataset, beside gray")
   _add_model_args(p)
-  p.add_argument("--data", required=True, help="image folder, prepared dataset or 'bundled'")
+  p.add_argument("--data", required=True, type=_data, help="image folder, prepared dataset or 'bundled'")
   p.add_argument("--protocol", choices=("full", "center"), default="full")
   p.add_argument("--size", type=int, help="model input size / center-crop size")
-  p.add_argument("--prior", help="prior .npy for the rebalanced AuC (default: the set's own)")
-  p.add_argument("--out", default="metrics.json")
-  p.add_argument("--csv", help="per-image rows (default: next to --out)")
-  p.add_argument("--fid-weights", help="pytorch-fid Inception weights file "
+  p.add_argument("--prior", type=_path, help="prior .npy for the rebalanced AuC (default: the set's own)")
+  p.add_argument("--out", default="metrics.json", type=_path)
+  p.add_argument("--csv", type=_path, help="per-image rows (default: next to --out)")
+  p.add_argument("--fid-weights", type=_path, help="pytorch-fid Inception weights file "
                  "(pt_inception-2015-12-05-6726825d.pth) to add FID; see colorjax/fid.py")
   p.add_argument("--fid-batch-size", type=int, default=16)
 
   p = sub.add_parser("report", help="HTML + Markdown comparison of runs, and a "
                      "'which one is real?' game page")
-  p.add_argument("runs", nargs="+", help="training workdirs and/or `colorjax eval` output dirs")
-  p.add_argument("--out", required=True, help="output folder (index.html, report.md, game.html)")
+  p.add_argument("runs", nargs="+", type=_path, help="training workdirs and/or `colorjax eval` output dirs")
+  p.add_argument("--out", required=True, type=_path, help="output folder (index.html, report.md, game.html)")
   p.add_argument("--title")
-  p.add_argument("--game-pairs", nargs=2, action="append", metavar=("COLORIZED_DIR", "PHOTOS_DIR"),
+  p.add_argument("--game-pairs", nargs=2, action="append", type=_path, metavar=("COLORIZED_DIR", "PHOTOS_DIR"),
                  help="also play on a `colorjax colorize` output folder and its input folder")
   p.add_argument("--game-rounds", type=int, default=30)
 
   p = sub.add_parser("colorize", help="colorize image files or folders")
-  p.add_argument("inputs", nargs="+")
-  p.add_argument("--output", "-o", required=True)
+  p.add_argument("inputs", nargs="+", type=_path)
+  p.add_argument("--output", "-o", required=True, type=_path)
   _add_model_args(p)
   p.add_argument("--size", type=int, help="model input size (default: the model's)")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--quiet", action="store_true")
 
   p = sub.add_parser("prior", help="the empirical 313-bin ab prior of a dataset")
-  p.add_argument("data")
-  p.add_argument("out")
+  p.add_argument("data", type=_data)
+  p.add_argument("out", type=_path)
   p.add_argument("--size", type=int, default=64, help="short side images are reduced to")
   p.add_argument("--max-images", type=int)
   p.add_argument("--sigma", type=float, default=5.0)
 
   p = sub.add_parser("import", help="import official ECCV16 PyTorch weights")
   p.add_argument("model", choices=("eccv16",))
-  p.add_argument("src", help="the release's state_dict file")
-  p.add_argument("out", help="output model directory")
+  p.add_argument("src", type=_path, help="the release's state_dict file")
+  p.add_argument("out", type=_path, help="output model directory")
 
   p = sub.add_parser("prepare", help="turn an image folder into an ArrayRecord tfds dataset")
-  p.add_argument("folder")
-  p.add_argument("out")
+  p.add_argument("folder", type=_path)
+  p.add_argument("out", type=_path)
   p.add_argument("--name", default="colorjax_folder")
   p.add_argument("--max-side", type=int)
   return parser

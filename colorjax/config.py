@@ -14,6 +14,8 @@ from typing import Callable, Mapping
 
 import ml_collections
 
+from colorjax import paths
+
 REPO_CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 MODEL_NAMES = ("eccv16", "unet")
@@ -379,3 +381,29 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
     node[parts[-1]] = _parse_value(key, text, current)
   validate(config)
   return config
+
+
+# Config values that name files or folders, with the values that are not paths.
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "data.train": ("bundled",),
+    "data.eval": ("bundled",),
+    "model.init_from": (),
+    "model.semantic_weights": (),
+    "loss.prior_file": (),
+    "loss.perceptual_weights": ("random",),
+}
+
+
+def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose file and folder values are absolute (`paths.absolute`).
+
+  Called where a config enters training, so the run (and its `config.json`) does not depend on
+  the directory it was started from.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, non_paths in PATH_KEYS.items():
+    group, name = key.split(".")
+    if group in config and name in config[group] and config[group][name] not in non_paths:
+      config[group][name] = paths.absolute(config[group][name])
+  return config
+

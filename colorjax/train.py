@@ -28,7 +28,8 @@ import numpy as np
 import optax
 
 from colorjax import bench, checkpoint, color, data, evaluate, inference, losses, models, sharding
-from colorjax import perceptual, writers
+from colorjax import config as config_lib
+from colorjax import paths, perceptual, writers
 from colorjax import prior as prior_lib
 from colorjax.ops import xla_cpu
 
@@ -478,7 +479,13 @@ def _class_weights(config, workdir, source) -> np.ndarray | None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last metrics."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the last metrics.
+
+  `workdir` and the config's file and folder values may be relative (to the current directory),
+  start with `~` or be `gs://` URLs.
+  """
+  workdir = paths.absolute(workdir)
+  config = config_lib.with_absolute_paths(config)
   # --- Distributed init and mesh ---------------------------------------------------------------
   sharding.initialize_distributed(config.distributed)
   mesh = sharding.create_mesh()
