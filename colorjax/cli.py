@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="colorjax", description="Automatic image colorization in JAX/Flax.")
   parser.add_argument("-v", "--verbose", action="store_true")
+  parser.add_argument("--no-compile-cache", action="store_true",
+                      help="do not use the persistent compilation cache (colorjax/compilation_cache.py)")
   sub = parser.add_subparsers(dest="command", required=True)
 
   p = sub.add_parser("train", help="train a model (default: a small ECCV16 on the bundled photos)")
@@ -244,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # them in anew every step (benchmarks/README.md). Harmless on GPU/TPU hosts.
     from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
     xla_cpu.retain_freed_memory()
-  from colorjax import writers  # pylint: disable=g-import-not-at-top
+  from colorjax import compilation_cache, writers  # pylint: disable=g-import-not-at-top
   writers.setup_console_logging(args.verbose)
+  if not args.no_compile_cache:
+    compilation_cache.enable()
   commands = {"train": lambda: cmd_train(args, overrides), "bench": lambda: cmd_bench(args, overrides),
               "eval": lambda: cmd_eval(args), "colorize": lambda: cmd_colorize(args),
               "prior": lambda: cmd_prior(args), "import": lambda: cmd_import(args),
