@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from colorjax import bench, checkpoint, color, data, evaluate, inference, losses, models, sharding
+from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
 from colorjax import config as config_lib
-from colorjax import paths, perceptual, writers
+from colorjax import flops, paths, perceptual, writers
 from colorjax import prior as prior_lib
 from colorjax.ops import xla_cpu
 
@@ -591,9 +591,24 @@ class _PreemptionFlag:
 
 def _flops_and_peak(config: ml_collections.ConfigDict) -> dict[str, float | None]:
   """Model FLOPs of a train step and the devices' peak FLOP/s, for the log's MFU."""
-  flops = bench.model_flops_per_step(config)["step"]
-  return {"flops_per_step": flops,
-          "peak_flops_per_s": bench.peak_flops(str(config.model.dtype)).flops_per_s}
+  return {"flops_per_step": model_flops_per_step(config)["step"],
+          "peak_flops_per_s": flops.peak_flops(str(config.model.dtype)).flops_per_s}
+
+
+def model_flops_per_step(config: ml_collections.ConfigDict, adversarial: bool | None = None
+                         ) -> dict[str, float]:
+  """`flops.train_step_flops` of `config`'s models at its global batch and crop size.
+
+  `adversarial` (default: `config.disc.enabled`) False counts a pretraining step of G alone.
+  """
+  if adversarial is None:
+    adversarial = bool(config.disc.enabled)
+  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  model_cfg.conv_impl, model_cfg.remat = "xla", False  # a count independent of the lowering
+  size = config.data.crop_size
+  generator = models.create_generator(model_cfg, size)
+  discriminator = models.create_discriminator(config.disc, model_cfg) if adversarial else None
+  return flops.train_step_flops(generator, discriminator, config.train.batch_size, size)
 
 
 def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float]:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from colorjax import bench
+from colorjax import flops
 
 logger = logging.getLogger("colorjax")
 
@@ -54,7 +54,7 @@ class StepTimer:
       out = {"perf/step_time_s": step_s, "perf/images_per_s": self.batch / step_s}
       if self.flops_per_step:
         out["perf/model_tflops_per_s"] = self.flops_per_step / step_s / 1e12
-        mfu = bench.mfu(self.flops_per_step, step_s, self.peak_flops_per_s)
+        mfu = flops.mfu(self.flops_per_step, step_s, self.peak_flops_per_s)
         if mfu is not None:
           out["perf/mfu"] = mfu
     self.last_step, self.last_time = step, now

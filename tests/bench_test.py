@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import bench
+from colorjax import bench, flops
 from colorjax.models import eccv16
 
 RUN_KEYS = (
@@ -63,22 +63,22 @@ def test_jaxpr_flops_of_matmul_and_transposed_conv():
   x = jnp.zeros((3, 5, 7))
   w = jnp.zeros((7, 11))
   jaxpr = jax.make_jaxpr(lambda x, w: jnp.einsum("bmk,kn->bmn", x, w))(x, w).jaxpr
-  assert bench.jaxpr_matmul_flops(jaxpr) == 2 * 3 * 5 * 7 * 11
+  assert flops.jaxpr_matmul_flops(jaxpr) == 2 * 3 * 5 * 7 * 11
   # A stride-2 transposed conv: each input pixel meets each of the 4x4 taps once.
   inputs, kernel = jnp.zeros((2, 6, 6, 3)), jnp.zeros((4, 4, 3, 5))
   jaxpr = jax.make_jaxpr(lambda a, k: jax.lax.conv_transpose(
       a, k, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")))(
           inputs, kernel).jaxpr
-  assert bench.jaxpr_matmul_flops(jaxpr) == 2 * 2 * 6 * 6 * 16 * 3 * 5
+  assert flops.jaxpr_matmul_flops(jaxpr) == 2 * 2 * 6 * 6 * 16 * 3 * 5
 
 
 def test_peak_table():
-  assert bench.table_peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
-  assert bench.table_peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
-  assert bench.table_peak_flops("NVIDIA A100-SXM4-40GB", "float32") == 156e12
-  assert bench.table_peak_flops("NVIDIA L4", "bfloat16") == 121e12
-  assert bench.table_peak_flops("NVIDIA L40S", "bfloat16") is None
-  assert bench.table_peak_flops("TPU v5 lite", "bfloat16") == 197e12
-  assert bench.table_peak_flops("TPU v4", "float32") == 275e12
-  assert bench.mfu(1e12, 2.0, 1e12) == 0.5
-  assert bench.mfu(None, 2.0, 1e12) is None
+  assert flops.table_peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+  assert flops.table_peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+  assert flops.table_peak_flops("NVIDIA A100-SXM4-40GB", "float32") == 156e12
+  assert flops.table_peak_flops("NVIDIA L4", "bfloat16") == 121e12
+  assert flops.table_peak_flops("NVIDIA L40S", "bfloat16") is None
+  assert flops.table_peak_flops("TPU v5 lite", "bfloat16") == 197e12
+  assert flops.table_peak_flops("TPU v4", "float32") == 275e12
+  assert flops.mfu(1e12, 2.0, 1e12) == 0.5
+  assert flops.mfu(None, 2.0, 1e12) is None
