@@ -704,6 +704,23 @@ def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1
 # ------------------------------------------------------------------------------------------------
 
 
+def _kernel_and_bias(layer: nn.Module, x_BHWC: jax.Array, kernel_shape: tuple[int, ...]):
+  """The layer's `kernel` and `bias` parameters, promoted with the input to `layer.dtype`.
+
+  Call from a compact `__call__` of `Conv`/`ConvTranspose` (which share these attributes).
+  """
+  kernel = layer.param("kernel", layer.kernel_init, kernel_shape, layer.param_dtype)
+  bias = (layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype)
+          if layer.use_bias else None)
+  return nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=layer.dtype)
+
+
+def _check_nhwc(layer: nn.Module, x: jax.Array) -> None:
+  if x.ndim != 4:
+    raise ValueError(f"{type(layer).__name__} {layer.name} takes (B, H, W, C) inputs, got shape "
+                     f"{x.shape}")
+
+
 class Conv(nn.Module):
   """`nn.Conv` for NHWC images with a selectable lowering; same parameters `kernel`, `bias`.
 
@@ -728,14 +745,10 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    if x_BHWC.ndim != 4:
-      raise ValueError(f"Conv {self.name} takes (B, H, W, C) inputs, got shape {x_BHWC.shape}")
+    _check_nhwc(self, x_BHWC)
     kh, kw = _pair(self.kernel_size, "kernel_size")
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x_BHWC.shape[-1], self.features),
-                        self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    x_BHWC, kernel, bias = _kernel_and_bias(self, x_BHWC,
+                                            (kh, kw, x_BHWC.shape[-1], self.features))
     y = conv2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
                dilation=self.kernel_dilation, impl=self.impl)
     return y if bias is None else y + bias
@@ -763,17 +776,12 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    if x_BHWC.ndim != 4:
-      raise ValueError(f"ConvTranspose {self.name} takes (B, H, W, C) inputs, got shape "
-                       f"{x_BHWC.shape}")
+    _check_nhwc(self, x_BHWC)
     kh, kw = _pair(self.kernel_size, "kernel_size")
     in_features = x_BHWC.shape[-1]
     shape = ((kh, kw, self.features, in_features) if self.transpose_kernel
              else (kh, kw, in_features, self.features))
-    kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    x_BHWC, kernel, bias = _kernel_and_bias(self, x_BHWC, shape)
     y = conv_transpose2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
                          dilation=self.kernel_dilation, transpose_kernel=self.transpose_kernel,
                          impl=self.impl)
