@@ -463,8 +463,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, source) -> data.Tra
       source, batch_size_per_process=sharding.local_batch_size(config.train.batch_size),
       crop_size=d.crop_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), min_chroma=d.min_chroma,
-      augment={"flip": d.flip, "rotate_degrees": d.rotate_degrees, "blur_sigma": d.blur_sigma,
-               "cutout": d.cutout},
+      augment={"flip": d.flip, "vflip": d.vflip, "rotate_degrees": d.rotate_degrees,
+               "blur_sigma": d.blur_sigma, "cutout": d.cutout},
       num_threads=d.num_threads, num_workers=d.num_workers,
       resize_size=d.resize_size or d.crop_size)
 

@@ -250,3 +250,21 @@ def test_mixed_precision_keeps_float32_params(tiny_config, photos_dir):
   losses, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 2)
   assert all(np.isfinite(losses))
   assert {x.dtype for x in jax.tree.leaves(state["gen"]["params"])} == {np.dtype("float32")}
+
+
+def test_data_vflip_from_the_config_flips_training_crops_vertically(tiny_config, tmp_path):
+  """An image red above, blue below: with only `data.vflip` on, some crops come upside down."""
+  rgb = np.zeros((32, 32, 3), np.uint8)
+  rgb[:16] = (220, 30, 30)
+  rgb[16:] = (30, 30, 220)
+  for i in range(4):
+    Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+  c = tiny_config
+  c.data.train, c.data.resize_size, c.data.min_chroma = str(tmp_path), 32, 0.0
+  config_lib.apply_overrides(c, {"data.flip": "false", "data.vflip": "true"})
+  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  red_on_top = batch[:, :16, :, 0].mean(axis=(1, 2)) > batch[:, 16:, :, 0].mean(axis=(1, 2))
+  assert 0 < red_on_top.sum() < len(batch), red_on_top
+  config_lib.apply_overrides(c, {"data.vflip": "false"})
+  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  np.testing.assert_array_equal(batch, np.broadcast_to(rgb, batch.shape))
