@@ -473,7 +473,7 @@ def _class_weights(config, workdir, source) -> np.ndarray | None:
   if config.loss.kind != "soft_ce":
     return None
   prior = prior_lib.load_or_compute(config.loss.prior_file, workdir, source,
-                                    image_size=config.data.crop_size)
+                                    image_size=config.data.crop_size, seed=config.seed)
   return np.asarray(color.rebalance_weights(prior, config.loss.rebalance_lambda))
 
 
