@@ -143,7 +143,7 @@ def cmd_prior(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from colorjax import prior  # pylint: disable=g-import-not-at-top
   p = prior.compute_prior(args.data, image_size=args.size, max_images=args.max_images,
-                          sigma=args.sigma)
+                          seed=args.seed, sigma=args.sigma)
   np.save(args.out, p)
   print(f"wrote the 313-bin prior of {args.data} to {args.out}")
   return 0
@@ -217,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("data", type=_data)
   p.add_argument("out", type=_path)
   p.add_argument("--size", type=int, default=64, help="short side images are reduced to")
-  p.add_argument("--max-images", type=int)
+  p.add_argument("--max-images", type=int,
+                 help="count a uniform random sample of this many images (default: all)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample")
   p.add_argument("--sigma", type=float, default=5.0)
 
   p = sub.add_parser("import", help="import official ECCV16 PyTorch weights")

@@ -72,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
       min_chroma=3.0,    # mean Lab chroma below which a training image is dropped as gray
       num_threads=2,
       num_workers=0,     # grain worker processes (0 = in-process threads)
-      flip=True,
+      flip=True,         # random horizontal flips
+      vflip=False,       # random vertical flips (seed 001)
       rotate_degrees=0.0,  # seed 001 augmentations
       blur_sigma=0.0,
       cutout=0,

@@ -3,10 +3,13 @@
 The prior p is the share of pixels whose ground-truth ab falls nearest to each bin, smoothed with
 a Gaussian (sigma=5) as in Zhang et al. 2016; training turns it into class-rebalancing weights.
 Images are downscaled (short side `image_size`) before counting: the ab histogram of a photo
-barely changes with resolution and counting stays cheap.
+barely changes with resolution and counting stays cheap. With `max_images`, the images counted are
+a seeded uniform sample of the whole source (not its first records: a folder sorted by class would
+give the prior of its first classes).
 """
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -17,17 +20,29 @@ from colorjax import color, data, images
 
 logger = logging.getLogger("colorjax")
 PRIOR_FILE = "prior.npy"
+SAMPLE_FILE = "prior.json"  # how the workdir's prior.npy was sampled
+AUTO_PRIOR_IMAGES = 2000  # images sampled for the prior training computes itself
+
+
+def sample_indices(num_records: int, max_images: int | None, seed: int) -> np.ndarray:
+  """Every record, or `max_images` records drawn uniformly without replacement (sorted)."""
+  if max_images is not None and max_images < 1:
+    raise ValueError(f"max_images must be >= 1, got {max_images}")
+  if max_images is None or max_images >= num_records:
+    return np.arange(num_records)
+  return np.sort(np.random.default_rng(seed).choice(num_records, max_images, replace=False))
 
 
 def compute_prior(source, *, image_size: int = 64, max_images: int | None = None,
-                  sigma: float = 5.0, progress: bool = True) -> np.ndarray:
-  """Smoothed prior (313,) float32 of an image source (see `data.image_source`) or its spec."""
+                  seed: int = 0, sigma: float = 5.0, progress: bool = True) -> np.ndarray:
+  """Smoothed prior (313,) float32 of an image source (see `data.image_source`) or its spec,
+  from all its images or a uniform sample of `max_images` of them (`sample_indices`)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   source = data.image_source(source) if isinstance(source, (str, pathlib.Path)) else source
-  n = len(source) if max_images is None else min(len(source), max_images)
+  indices = sample_indices(len(source), max_images, seed)
   counts = np.zeros((color.Q,), np.float64)
   used = skipped = 0
-  for i in tqdm(range(n), desc="prior", unit="img", disable=not progress):
+  for i in tqdm(indices, desc="prior", unit="img", disable=not progress):
     encoded, name = source[i]
     try:
       if encoded is None:
@@ -62,17 +77,24 @@ def load_prior(path: str | pathlib.Path) -> np.ndarray:
 
 
 def load_or_compute(prior_file: str, workdir: str | pathlib.Path, source, *,
-                    image_size: int = 64) -> np.ndarray:
-  """The given prior file; else `workdir/prior.npy` from an earlier start; else computes it there."""
+                    image_size: int = 64, max_images: int = AUTO_PRIOR_IMAGES,
+                    seed: int = 0) -> np.ndarray:
+  """The given prior file; else `workdir/prior.npy` from an earlier start; else computes it there
+  from a uniform sample of `max_images` images of `source` drawn with `seed`, and records the
+  sample in `workdir/prior.json`."""
   if prior_file:
     return load_prior(prior_file)
   cached = pathlib.Path(workdir) / PRIOR_FILE
   if cached.is_file():
     return load_prior(cached)
-  prior = compute_prior(source, image_size=image_size, max_images=2000)
+  source = data.image_source(source) if isinstance(source, (str, pathlib.Path)) else source
+  prior = compute_prior(source, image_size=image_size, max_images=max_images, seed=seed)
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     cached.parent.mkdir(parents=True, exist_ok=True)
+    sample = {"records": len(source), "sampled": min(len(source), max_images), "seed": seed,
+              "image_size": image_size}
+    (cached.parent / SAMPLE_FILE).write_text(json.dumps(sample, indent=2) + "\n")
     tmp = cached.with_suffix(".tmp.npy")
     np.save(tmp, prior)
     tmp.rename(cached)

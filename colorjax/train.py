@@ -20,6 +20,8 @@ import signal
 import threading
 from typing import Any, Callable, Mapping, NamedTuple
 
+from clu import metrics as clu_metrics
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -434,6 +436,84 @@ def with_param_norm(params, metrics: Mapping[str, jax.Array]) -> dict[str, jax.A
   return {**metrics, "train/param_norm": optax.tree.norm(params)}
 
 
+# ----------------------------------------------------------------------------------------------
+# Averages over the steps between two logs
+# ----------------------------------------------------------------------------------------------
+
+
+def _average_of(name: str) -> type[clu_metrics.Average]:
+  """clu's Average of the model output `name`, empty for a step without it (a GAN's D terms
+  during its pretraining steps), so a term's mean is over the steps that have it."""
+
+  @flax.struct.dataclass
+  class AverageOf(clu_metrics.Average):
+
+    @classmethod
+    def from_model_output(cls, **outputs) -> clu_metrics.Average:
+      return super().from_model_output(outputs[name]) if name in outputs else cls.empty()
+
+  return AverageOf
+
+
+@flax.struct.dataclass
+class FirstNonFiniteStep(clu_metrics.Metric):
+  """The first step whose loss terms were not all finite (NaN or Inf); 0 while none was."""
+  step: jax.Array
+
+  @classmethod
+  def empty(cls) -> FirstNonFiniteStep:
+    return cls(step=jnp.zeros((), jnp.int32))
+
+  @classmethod
+  def from_model_output(cls, *, step: jax.Array, finite: jax.Array, **_) -> FirstNonFiniteStep:
+    return cls(step=jnp.where(finite, 0, step).astype(jnp.int32))
+
+  def merge(self, other: FirstNonFiniteStep) -> FirstNonFiniteStep:  # `other` is the later one
+    return type(self)(step=jnp.where(self.step > 0, self.step, other.step))
+
+  def compute(self) -> jax.Array:
+    return self.step
+
+
+def averaged_metrics(setup: Setup) -> tuple[str, ...]:
+  """The step metrics (without 'train/') the loop logs as means over the steps since the last
+  log: the loss terms. The gradient norms (and the loop's train/param_norm) are the logged
+  step's own values."""
+  names = ["loss", "rec_loss"]
+  if setup.discriminator is not None:
+    names += ["d_loss", "g_gan_loss", "g_l1_loss"]
+  if setup.perceptual is not None:
+    names.append("perceptual_loss")
+  return tuple(names)
+
+
+def make_accumulate(setup: Setup) -> Callable:
+  """`accumulate(averages, metrics, step)`: a clu Collection of the loss terms' means since the
+  last log (`averages`; None starts one) with one step's `metrics` merged in, on the devices.
+  `step` is the (1-based) step number as an array (the new state's 'step')."""
+  names = averaged_metrics(setup)
+  collection = clu_metrics.Collection.create(
+      first_nonfinite_step=FirstNonFiniteStep, **{name: _average_of(name) for name in names})
+
+  @jax.jit
+  def accumulate(averages, metrics: Mapping[str, jax.Array], step: jax.Array):
+    terms = {name: metrics[f"train/{name}"] for name in names if f"train/{name}" in metrics}
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in terms.values()]))
+    update = collection.single_from_model_output(step=step, finite=finite, **terms)
+    return update if averages is None else averages.merge(update)
+
+  return accumulate
+
+
+def _read_averages(averages: clu_metrics.Collection) -> tuple[dict[str, float], int]:
+  """The host means {'train/NAME': mean} of the terms with steps, and the first non-finite step."""
+  host = jax.device_get(averages)
+  means = {f"train/{name}": float(np.float64(m.total) / int(m.count))
+           for name, m in vars(host).items()
+           if isinstance(m, clu_metrics.Average) and int(m.count) > 0}
+  return means, int(host.first_nonfinite_step.step)
+
+
 def make_train_step(setup: Setup, state_shardings, mesh, adversarial: bool) -> Callable:
   """The jitted step over the mesh: state replicated and donated, batch split on `data`."""
   step = functools.partial(train_step, setup=setup, adversarial=adversarial)
@@ -464,8 +544,8 @@ def create_train_iterator(config: ml_collections.ConfigDict, source) -> data.Tra
       source, batch_size_per_process=sharding.local_batch_size(config.train.batch_size),
       crop_size=d.crop_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), min_chroma=d.min_chroma,
-      augment={"flip": d.flip, "rotate_degrees": d.rotate_degrees, "blur_sigma": d.blur_sigma,
-               "cutout": d.cutout},
+      augment={"flip": d.flip, "vflip": d.vflip, "rotate_degrees": d.rotate_degrees,
+               "blur_sigma": d.blur_sigma, "cutout": d.cutout},
       num_threads=d.num_threads, num_workers=d.num_workers,
       resize_size=d.resize_size or d.crop_size)
 
@@ -474,7 +554,7 @@ def _class_weights(config, workdir, source) -> np.ndarray | None:
   if config.loss.kind != "soft_ce":
     return None
   prior = prior_lib.load_or_compute(config.loss.prior_file, workdir, source,
-                                    image_size=config.data.crop_size)
+                                    image_size=config.data.crop_size, seed=config.seed)
   return np.asarray(color.rebalance_weights(prior, config.loss.rebalance_lambda))
 
 
@@ -527,12 +607,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}
   pending = None  # a log step's metrics, read once the next step is dispatched
+  accumulate = make_accumulate(setup)
+  averages = None  # the loss terms of the steps since the last log, on the devices
   timer = writers.StepTimer(config.train.batch_size, start_step, **_flops_and_peak(config))
   preemption = _PreemptionFlag()
   try:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = step_fn(step - 1)(state, batch)
+      averages = accumulate(averages, metrics, state["step"])
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))
         pending = None
@@ -545,9 +628,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if do_eval or do_save:
         # Checked before anything is saved, so a NaN never reaches a checkpoint.
         metrics = with_param_norm(state["gen"]["params"], metrics)
-        last_metrics.update(_log_train(writer, timer, step, metrics, train_iter))
+        last_metrics.update(_log_train(writer, timer, step, metrics, averages, train_iter))
+        averages = None
       elif _is_logged(setup, step):  # the schedule the step computes gradient norms for
-        pending = (step, with_param_norm(state["gen"]["params"], metrics))
+        pending = (step, with_param_norm(state["gen"]["params"], metrics), averages)
+        averages = None
       eval_metrics = evaluator.run(state, eval_source, step, writer) if do_eval else None
       if eval_metrics:
         last_metrics.update(eval_metrics)
@@ -611,14 +696,22 @@ def model_flops_per_step(config: ml_collections.ConfigDict, adversarial: bool | 
   return flops.train_step_flops(generator, discriminator, config.train.batch_size, size)
 
 
-def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float]:
+def _log_train(writer, timer, step: int, metrics, averages, train_iter) -> dict[str, float]:
+  """Logs step `step`: the loss terms averaged since the last log (`averages`), the step's own
+  gradient norms and parameter norm; stops at a NaN/Inf in any averaged step."""
   host = {k: float(v) for k, v in jax.device_get(metrics).items()
           if not (k in _STEP_NORMS and float(v) == NOT_COMPUTED)}  # a log on SIGTERM
-  bad = [k for k in ("train/loss", "train/param_norm") if not math.isfinite(host[k])]
-  if bad:
+  means, first_nonfinite = _read_averages(averages)
+  host.update(means)
+  problem = None
+  if first_nonfinite:
+    problem = f"the loss is NaN or Inf at step {first_nonfinite}"
+  elif not math.isfinite(host["train/param_norm"]):
+    problem = f"train/param_norm is {host['train/param_norm']} at step {step}"
+  if problem:
     raise NonFiniteLossError(
-        f"{bad[0]} is {host[bad[0]]} at step {step}; stopping. The last good checkpoint "
-        "is kept in the workdir: lower optimizer.lr or enable optimizer.grad_clip_norm.")
+        f"{problem}; stopping. The last good checkpoint is kept in the workdir: lower "
+        "optimizer.lr or enable optimizer.grad_clip_norm.")
   host.update(timer.measure(step))
   stats = train_iter.stats
   host.update({"data/images": stats.images, "data/skipped": stats.skipped,

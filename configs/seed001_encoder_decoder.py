@@ -8,7 +8,7 @@ tanh decoder predicts ab. The backbone here is VGG16 (the report's model 2 uses 
 its embedding is the average of pool5 (512-d) of the gray image shown as RGB, at the input size.
 Stated values used: frozen pretrained backbone, MSE loss, Adam, batch 16 and 1000 epochs
 (VGG16 table), 256x256 inputs and fusion width 256 (model 3/4 tables), ~3,600 images with an
-80/10/10 split, augmentations rotation + horizontal flip + Gaussian blur + cutout.
+80/10/10 split, augmentations rotation + horizontal and vertical flips + Gaussian blur + cutout.
 
 The network is the U-Net of this package without skip connections (`skip_connections=False`),
 3 levels (64-128-256: 256 px -> a 32x32x256 bottleneck, where the fusion sits), 4x4 stride-2
@@ -19,7 +19,7 @@ Pass the backbone weights: --config.model.semantic_weights=/path/vgg16.pth (a to
 Chosen here (the report is silent): lr 1e-3 (the Keras Adam default; model 1 states 1e-3),
 β=(0.9, 0.999); 1000 epochs at 2,880 training images / 16 = 180 steps per epoch = 180,000 steps;
 L normalised to [-1, 1]; augmentation sizes (rotation ±10°, blur sigma up to 1 px, a 32-px
-cutout). Vertical flips (also in the report) are not exposed by the training config.
+cutout).
 Left out: the InceptionV3 and EfficientNet-B0 backbones of models 3 and 4, RMSProp.
 
 Variants:
@@ -57,8 +57,8 @@ def get_config(arg: str | None = None):
                  semantic_trainable=False)
   c.loss.kind = "l2"
   c.optimizer.update(lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0, schedule="constant")
-  c.data.update(crop_size=256, resize_size=256, eval_size=256, flip=True, rotate_degrees=10.0,
-                blur_sigma=1.0, cutout=32, eval_fraction=0.1)
+  c.data.update(crop_size=256, resize_size=256, eval_size=256, flip=True, vflip=True,
+                rotate_degrees=10.0, blur_sigma=1.0, cutout=32, eval_fraction=0.1)
   c.train.update(batch_size=16, steps=1000 * STEPS_PER_EPOCH, eval_every=50 * STEPS_PER_EPOCH,
                  checkpoint_every=50 * STEPS_PER_EPOCH)
   return config_lib.apply_variants(c, arg, {"scratch": _scratch, "tiny": _tiny})

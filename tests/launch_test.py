@@ -81,7 +81,7 @@ def _same_global_batch_losses(prior_file: pathlib.Path, steps: int = STEPS) -> d
           train_source, batch_size_per_process=config.train.batch_size // NUM_PROCESSES,
           crop_size=d.crop_size, seed=config.seed, process_index=p,
           process_count=NUM_PROCESSES, min_chroma=d.min_chroma,
-          augment={"flip": d.flip, "rotate_degrees": d.rotate_degrees,
+          augment={"flip": d.flip, "vflip": d.vflip, "rotate_degrees": d.rotate_degrees,
                    "blur_sigma": d.blur_sigma, "cutout": d.cutout},
           num_threads=d.num_threads, num_workers=0, resize_size=d.resize_size or d.crop_size)
       for p in range(NUM_PROCESSES)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorjax import checkpoint, config as config_lib, data, sharding, train
+from colorjax import checkpoint, color, config as config_lib, data, prior, sharding, train
 
 
 def _fixed_batch(photos_dir, n=8, size=32):
@@ -200,6 +200,51 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_co
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
 
 
+def _train_rows(workdir):
+  rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r for r in rows if "train/loss" in r}
+
+
+def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config, tmp_path):
+  c = tiny_config
+  c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 3, 1000
+  train.train_and_evaluate(c, str(tmp_path))
+  logged = _train_rows(tmp_path)
+  # Each step's own metrics, from the step on the same batches, prior and mesh.
+  weights = color.rebalance_weights(prior.load_prior(tmp_path / prior.PRIOR_FILE),
+                                    c.loss.rebalance_lambda)
+  mesh = sharding.create_mesh()
+  setup = train.create_setup(c, np.asarray(weights))
+  state, shardings = train.create_state(setup, c, mesh)
+  step_fn = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  batches = train.create_train_iterator(c, train.create_sources(c.data)[0])
+  per_step = []
+  for _ in range(c.train.steps):
+    state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
+    per_step.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+  assert sorted(logged) == [3, 6]
+  for step in (3, 6):
+    for key in ("train/loss", "train/rec_loss"):
+      want = np.mean([m[key] for m in per_step[step - 3:step]])
+      assert logged[step][key] == pytest.approx(want, rel=1e-5), (step, key)
+    # Norms are the logged step's own.
+    assert logged[step]["train/grad_norm"] == pytest.approx(per_step[step - 1]["train/grad_norm"],
+                                                            rel=1e-5)
+  assert logged[6]["train/loss"] != pytest.approx(per_step[5]["train/loss"], rel=1e-3)
+
+
+def test_nan_between_logs_stops_naming_its_step(tiny_config, photos_dir, tmp_path):
+  c = tiny_config
+  c.optimizer.lr = 1e30
+  c.optimizer.schedule = "constant"
+  losses, _, _ = _run_steps(c, _fixed_batch(photos_dir), 1, 3)
+  first_bad = 1 + next(i for i, loss in enumerate(losses) if not np.isfinite(loss))
+  c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 5, 1000
+  assert first_bad < c.train.log_every, losses
+  with pytest.raises(train.NonFiniteLossError, match=f"at step {first_bad};"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
 def test_bad_config_key_names_the_key():
   c = config_lib.load_config("eccv16:tiny")
   with pytest.raises(ValueError, match="optimizer.lrr"):
@@ -250,3 +295,21 @@ def test_mixed_precision_keeps_float32_params(tiny_config, photos_dir):
   losses, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 2)
   assert all(np.isfinite(losses))
   assert {x.dtype for x in jax.tree.leaves(state["gen"]["params"])} == {np.dtype("float32")}
+
+
+def test_data_vflip_from_the_config_flips_training_crops_vertically(tiny_config, tmp_path):
+  """An image red above, blue below: with only `data.vflip` on, some crops come upside down."""
+  rgb = np.zeros((32, 32, 3), np.uint8)
+  rgb[:16] = (220, 30, 30)
+  rgb[16:] = (30, 30, 220)
+  for i in range(4):
+    Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+  c = tiny_config
+  c.data.train, c.data.resize_size, c.data.min_chroma = str(tmp_path), 32, 0.0
+  config_lib.apply_overrides(c, {"data.flip": "false", "data.vflip": "true"})
+  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  red_on_top = batch[:, :16, :, 0].mean(axis=(1, 2)) > batch[:, 16:, :, 0].mean(axis=(1, 2))
+  assert 0 < red_on_top.sum() < len(batch), red_on_top
+  config_lib.apply_overrides(c, {"data.vflip": "false"})
+  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  np.testing.assert_array_equal(batch, np.broadcast_to(rgb, batch.shape))
