@@ -56,9 +56,9 @@ def make_colorjax_step(config) -> tuple[Callable[[np.ndarray], object], float]:
   import jax  # pylint: disable=g-import-not-at-top
   from colorjax import sharding, train  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh(1)
-  setup = train.create_setup(config, None)
-  state, shardings = train.create_state(setup, config, mesh)
-  step = train.make_train_step(setup, shardings, mesh, setup.discriminator is not None)
+  trainer = train.build(config, mesh)
+  state = trainer.state
+  step = trainer.step_fn(trainer.setup.discriminator is not None)
   batch_sharding = sharding.batch_sharded(mesh)
   example = np.zeros((config.train.batch_size, config.data.crop_size, config.data.crop_size, 3),
                      np.uint8)

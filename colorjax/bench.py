@@ -159,10 +159,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: 
   devices = list(mesh.devices.flat)
   batch_size, size = config.train.batch_size, config.data.crop_size
 
-  setup = train.create_setup(config, None)  # uniform class weights: same cost as real ones
-  state, state_shardings = train.create_state(setup, config, mesh)
+  trainer = train.build(config, mesh)  # uniform class weights: same cost as real ones
+  setup, state = trainer.setup, trainer.state
   adversarial = setup.discriminator is not None
-  step = train.make_train_step(setup, state_shardings, mesh, adversarial)
+  step = trainer.step_fn(adversarial)
   batch = synthetic_batch(batch_size, size, mesh)
 
   # make_train_step jits with these (see colorjax.ops.xla_cpu); reported with the results.

@@ -523,6 +523,40 @@ def make_train_step(setup: Setup, state_shardings, mesh, adversarial: bool) -> C
                  or None)
 
 
+@dataclasses.dataclass
+class Trainer:
+  """What a training loop, a benchmark or a test steps with, built by `build` from a config.
+
+  `state` is the initial state on the mesh (replicated) and `state_shardings` its shardings;
+  `step(i)` is the jitted step that makes step i+1 (G alone before `train.pretrain_steps`, D
+  then G after), compiled on first use.
+  """
+  setup: Setup
+  mesh: jax.sharding.Mesh
+  state: State
+  state_shardings: Any
+  pretrain_steps: int = 0
+  _steps: dict[bool, Callable] = dataclasses.field(default_factory=dict)
+
+  def step_fn(self, adversarial: bool) -> Callable:
+    if adversarial not in self._steps:
+      self._steps[adversarial] = make_train_step(self.setup, self.state_shardings, self.mesh,
+                                                 adversarial)
+    return self._steps[adversarial]
+
+  def step(self, step: int) -> Callable:
+    return self.step_fn(self.setup.discriminator is not None and step >= self.pretrain_steps)
+
+
+def build(config: ml_collections.ConfigDict, mesh, class_weights: np.ndarray | None = None
+          ) -> Trainer:
+  """Model, optimizer, state on `mesh` and the step of `config` (`class_weights`: the soft-CE
+  rebalancing weights, None = uniform)."""
+  setup = create_setup(config, class_weights)
+  state, state_shardings = create_state(setup, config, mesh)
+  return Trainer(setup, mesh, state, state_shardings, config.train.pretrain_steps)
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
@@ -578,8 +612,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iter = create_train_iterator(config, train_source)
 
   # --- Model, optimizer and state on the mesh --------------------------------------------------
-  setup = create_setup(config, _class_weights(config, workdir, train_source))
-  state, state_shardings = create_state(setup, config, mesh)
+  trainer = build(config, mesh, _class_weights(config, workdir, train_source))
+  setup, state = trainer.setup, trainer.state
   writer.write_text("config", str(config))
   writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
@@ -587,20 +621,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager = checkpoint.create_manager(
       workdir, keep_last=config.train.keep_checkpoints, best_metric=config.train.best_metric,
       best_mode=config.train.best_mode)
-  restored = checkpoint.restore(manager, abstract_state(state, state_shardings), train_iter)
+  restored = checkpoint.restore(manager, abstract_state(state, trainer.state_shardings),
+                                train_iter)
   if restored is not None:
     state, start_step = restored
     writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
   start_step = int(jax.device_get(state["step"]))
-
-  # --- Steps -----------------------------------------------------------------------------------
-  steps = {}
-
-  def step_fn(step: int) -> Callable:
-    adversarial = setup.discriminator is not None and step >= config.train.pretrain_steps
-    if adversarial not in steps:
-      steps[adversarial] = make_train_step(setup, state_shardings, mesh, adversarial)
-    return steps[adversarial]
 
   evaluator = evaluate.Evaluator(config, setup.generator, mesh)
 
@@ -614,7 +640,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
-      state, metrics = step_fn(step - 1)(state, batch)
+      state, metrics = trainer.step(step - 1)(state, batch)
       averages = accumulate(averages, metrics, state["step"])
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))

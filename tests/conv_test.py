@@ -288,9 +288,8 @@ def _train_step_metrics(impl):
   config = config_lib.load_config("eccv16:tiny")
   config.model.conv_impl = impl
   mesh = sharding.create_mesh(1)
-  setup = train.create_setup(config, np.linspace(0.5, 2.0, color.Q).astype(np.float32))
-  state, shardings = train.create_state(setup, config, mesh)
-  step = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  trainer = train.build(config, mesh, np.linspace(0.5, 2.0, color.Q).astype(np.float32))
+  state, step = trainer.state, trainer.step_fn(adversarial=False)
   _, metrics = step(state, sharding.shard_batch({"rgb": _photo_batch()}, mesh))
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 

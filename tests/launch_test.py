@@ -71,9 +71,8 @@ def _same_global_batch_losses(prior_file: pathlib.Path, steps: int = STEPS) -> d
   assert mesh.devices.size == NUM_PROCESSES * DEVICES_PER_PROCESS
   train_source, _ = train.create_sources(config.data)
   weights = color.rebalance_weights(prior.load_prior(prior_file), config.loss.rebalance_lambda)
-  setup = train.create_setup(config, np.asarray(weights))
-  state, shardings = train.create_state(setup, config, mesh)
-  step_fn = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  trainer = train.build(config, mesh, np.asarray(weights))
+  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   d = config.data
   # What train.create_train_iterator builds in process p of NUM_PROCESSES.
   iterators = [

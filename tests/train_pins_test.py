@@ -70,9 +70,8 @@ def test_coupled_weight_decay_adds_the_scaled_parameters_to_the_gradient():
 
 def _steps(config, batch, steps):
   mesh = sharding.create_mesh(1)
-  setup = train.create_setup(config, np.linspace(0.5, 2.0, 313).astype(np.float32))
-  state, shardings = train.create_state(setup, config, mesh)
-  step = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  trainer = train.build(config, mesh, np.linspace(0.5, 2.0, 313).astype(np.float32))
+  state, step = trainer.state, trainer.step_fn(adversarial=False)
   states, losses = [jax.device_get(state)], []
   for _ in range(steps):
     state, metrics = step(state, sharding.shard_batch(batch, mesh))

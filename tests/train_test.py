@@ -23,9 +23,8 @@ def _fixed_batch(photos_dir, n=8, size=32):
 
 def _run_steps(config, batch, num_devices, steps):
   mesh = sharding.create_mesh(num_devices)
-  setup = train.create_setup(config, np.linspace(0.5, 2.0, 313).astype(np.float32))
-  state, shardings = train.create_state(setup, config, mesh)
-  step = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  trainer = train.build(config, mesh, np.linspace(0.5, 2.0, 313).astype(np.float32))
+  state, step = trainer.state, trainer.step_fn(adversarial=False)
   losses, grad_norms = [], []
   for _ in range(steps):
     state, metrics = step(state, sharding.shard_batch(batch, mesh))
@@ -214,9 +213,8 @@ def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config
   weights = color.rebalance_weights(prior.load_prior(tmp_path / prior.PRIOR_FILE),
                                     c.loss.rebalance_lambda)
   mesh = sharding.create_mesh()
-  setup = train.create_setup(c, np.asarray(weights))
-  state, shardings = train.create_state(setup, c, mesh)
-  step_fn = train.make_train_step(setup, shardings, mesh, adversarial=False)
+  trainer = train.build(c, mesh, np.asarray(weights))
+  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   batches = train.create_train_iterator(c, train.create_sources(c.data)[0])
   per_step = []
   for _ in range(c.train.steps):
