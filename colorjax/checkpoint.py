@@ -273,6 +273,13 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
   manager.reload()
 
 
+def check_workdir(workdir: str | epath.Path) -> None:
+  """Raises CheckpointError when `workdir` exists but is not a folder."""
+  path = epath.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise CheckpointError(f"workdir {workdir} exists and is not a folder")
+
+
 def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> None:
   """Writes the run's config (once, by process 0) so eval/colorize can rebuild the model."""
   path = epath.Path(workdir) / CONFIG_FILE

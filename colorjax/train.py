@@ -483,28 +483,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding.initialize_distributed(config.distributed)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.train.batch_size, mesh)
-  checkpoint.write_config(workdir, config.to_dict())
-  writer = writers.create_writer(workdir, config.train.steps)
+  # Nothing is written to the workdir before the restore below accepts it (a workdir of another
+  # model, or a missing data.train, leaves it as it was).
+  checkpoint.check_workdir(workdir)
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
   train_iter = create_train_iterator(config, train_source)
 
   # --- Model, optimizer and state on the mesh --------------------------------------------------
-  setup = create_setup(config, _class_weights(config, workdir, train_source))
+  # The class weights only weight the loss (not the state's shapes): the prior they come from
+  # is computed, and cached in the workdir, once the restore has passed.
+  setup = create_setup(config, None)
   state, state_shardings = create_state(setup, config, mesh)
-  writer.write_text("config", str(config))
-  writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
   # --- Restore ---------------------------------------------------------------------------------
   manager = checkpoint.create_manager(
       workdir, keep_last=config.train.keep_checkpoints, best_metric=config.train.best_metric,
       best_mode=config.train.best_mode)
-  restored = checkpoint.restore(manager, abstract_state(state, state_shardings), train_iter)
+  try:
+    restored = checkpoint.restore(manager, abstract_state(state, state_shardings), train_iter)
+  except BaseException:
+    manager.close()
+    raise
   if restored is not None:
     state, start_step = restored
     writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
   start_step = int(jax.device_get(state["step"]))
+  checkpoint.write_config(workdir, config.to_dict())
+  writer = writers.create_writer(workdir, config.train.steps)
+  class_weights = _class_weights(config, workdir, train_source)
+  if class_weights is not None:
+    setup = dataclasses.replace(setup, class_weights=class_weights)
+  writer.write_text("config", str(config))
+  writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
   # --- Steps -----------------------------------------------------------------------------------
   steps = {}
@@ -594,8 +606,13 @@ def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float
           if not (k in _STEP_NORMS and float(v) == NOT_COMPUTED)}  # a log on SIGTERM
   bad = [k for k in ("train/loss", "train/param_norm") if not math.isfinite(host[k])]
   if bad:
+    # The timer last measured the previous logged step, whose loss passed this check (or the
+    # step the run started from).
+    last_finite = (f"last finite at step {timer.last_step}" if timer.last_step > 0
+                   else "the run's first step")
     raise NonFiniteLossError(
-        f"{bad[0]} is {host[bad[0]]} at step {step}; stopping. The last good checkpoint "
+        f"{bad[0]} is {host[bad[0]]} at step {step} (checked at logged steps; "
+        f"{last_finite}); stopping. The last good checkpoint "
         "is kept in the workdir: lower optimizer.lr or enable optimizer.grad_clip_norm.")
   host.update(timer.measure(step))
   stats = train_iter.stats
