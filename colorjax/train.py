@@ -609,7 +609,7 @@ def _log_train(writer, timer, step: int, metrics, train_iter) -> dict[str, float
     # The timer last measured the previous logged step, whose loss passed this check (or the
     # step the run started from).
     last_finite = (f"last finite at step {timer.last_step}" if timer.last_step > 0
-                   else "the run's first step")
+                   else "no step before it")
     raise NonFiniteLossError(
         f"{bad[0]} is {host[bad[0]]} at step {step} (checked at logged steps; "
         f"{last_finite}); stopping. The last good checkpoint "
