@@ -7,7 +7,9 @@ Two kinds of directory are handled:
   metrics of that step, next to `WORKDIR/config.json`. Saves are asynchronous and atomic (Orbax
   writes to a temporary directory and renames it when complete), so a run killed at any moment
   restarts from its last complete checkpoint. The last N checkpoints and the best one by an eval
-  metric are kept.
+  metric are kept. Every file of a step is checksummed at save time, so a checkpoint damaged on
+  disk later is detected at restore (see `verify_checksums`) and training falls back to the
+  newest intact one.
 * an exported model, `DIR/model.json` + `DIR/variables/` (what `colorjax import` writes): the
   inference variables of one model and the config needed to rebuild it.
 
