@@ -85,7 +85,7 @@ def cmd_bench(args, overrides) -> int:
 
 
 def cmd_eval(args) -> int:
-  from colorjax import data, evaluate, images, prior  # pylint: disable=g-import-not-at-top
+  from colorjax import data, evaluate, images, metrics, prior  # pylint: disable=g-import-not-at-top
   colorizer = _colorizer(args)
   source = data.image_source(args.data)
   given_prior = prior.load_prior(args.prior) if args.prior else None
@@ -96,10 +96,16 @@ def cmd_eval(args) -> int:
       encoded, name = source[i]
       try:
         if encoded is None:
-          raise images.ImageReadError(f"{name}: unreadable")
-        yield name, images.decode_rgb(encoded, name)
+          raise images.ImageReadError(name, "the file could not be read")
+        rgb = images.decode_rgb(encoded, name)
+        if args.protocol == "full" and min(rgb.shape[:2]) < metrics.SSIM_MIN_SIDE:
+          raise images.ImageReadError(
+              name, f"{rgb.shape[1]}x{rgb.shape[0]} pixels is too small to evaluate at full size "
+              f"(SSIM needs {metrics.SSIM_MIN_SIDE}x{metrics.SSIM_MIN_SIDE}; --protocol center "
+              "resizes it)")
+        yield name, rgb
       except images.ImageReadError as e:
-        failed.append(str(e))
+        failed.append(images.display_name(name))
         print(f"colorjax eval: skipping {e}", file=sys.stderr)
 
   fid_variables = None
@@ -111,6 +117,7 @@ def cmd_eval(args) -> int:
                                          fid_variables=fid_variables,
                                          fid_batch_size=args.fid_batch_size)
   result["skipped"] = len(failed)
+  result["skipped_files"] = failed
   csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
   acc.write(result, args.out, csv_path)
   for name in ("model", "gray"):

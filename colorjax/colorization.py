@@ -395,7 +395,7 @@ def run(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | o
   print(f"colorize: written {len(report.written)}, failed {len(report.failed)} "
         f"in {report.seconds:.1f} s ({report.images_per_second:.2f} images/s) -> {output}")
   for path, message in report.failed:
-    print(f"  failed: {path}: {message}", file=sys.stderr)
+    print(f"  failed: {images.display_name(path)}: {message}", file=sys.stderr)
   if not report.written and not report.failed:
     print(f"colorize: no image files found in {', '.join(map(str, _as_list(inputs)))}",
           file=sys.stderr)

@@ -9,6 +9,7 @@ before any work, naming the key. A config file is `configs/<recipe>.py` with `ge
 from __future__ import annotations
 
 import importlib.util
+import math
 import pathlib
 from typing import Callable, Mapping
 
@@ -249,6 +250,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the key of the first invalid value; missing keys raise too."""
   reference = base_config()
   _check_same_keys(config, reference, "")
+  _check_finite(config, "")
   _check_choice(config, "model.name", MODEL_NAMES)
   _check_choice(config, "model.output", OUTPUTS)
   _check_choice(config, "model.convention", ("eccv16", "pix2pix"))
@@ -325,6 +327,17 @@ def _validate_gan_and_semantic(config: ml_collections.ConfigDict) -> None:
                      f"use some of {list(VGG19_RELU_LAYERS)}")
   if config.loss.perceptual_weight > 0 and not config.loss.perceptual_layers:
     raise ValueError("config key loss.perceptual_layers is empty but loss.perceptual_weight > 0")
+
+
+def _check_finite(config, prefix: str) -> None:
+  """Every float (alone or in a tuple) is finite: 1e999 parses to inf and nan would pass `< 0`."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, f"{prefix}{key}.")
+      continue
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(item, float) and not math.isfinite(item):
+        raise ValueError(f"config key {prefix}{key}={value!r} must be a finite number")
 
 
 def _check_same_keys(config, reference, prefix: str) -> None:

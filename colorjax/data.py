@@ -231,7 +231,8 @@ def _as_source(source: str | os.PathLike | ImageSource) -> ImageSource:
 
 def _unit_hash(key: str) -> float:
   """A stable hash of `key` in [0, 1), the same on every machine and Python version."""
-  digest = hashlib.sha256(key.encode("utf-8")).digest()
+  # surrogateescape: a non-UTF-8 file name hashes as its bytes (a UTF-8 one as before).
+  digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
   return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
@@ -471,8 +472,8 @@ class DataStats:
     text = (f"{self.images} images, {self.skipped} unreadable skipped, "
             f"{self.dropped_gray} near-gray dropped")
     if self.skipped_files:
-      shown = ", ".join(self.skipped_files[:5])
-      more = len(self.skipped_files) - 5
+      shown = ", ".join(images.display_name(name) for name in self.skipped_files[:20])
+      more = len(self.skipped_files) - 20
       text += f" (unreadable: {shown}{f' and {more} more' if more > 0 else ''})"
     return text
 

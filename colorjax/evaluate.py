@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import functools
 import json
+import logging
 import pathlib
 from typing import Any, Iterable, Mapping
 
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import color, inference, metrics, sharding
+from colorjax import color, images, inference, metrics, sharding
 
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
 _NUM_T = metrics.AUC_THRESHOLDS.shape[0]
@@ -80,7 +81,7 @@ class Accumulator:
     for i, name in enumerate(names):
       if not valid[i]:
         continue
-      row = {"image": name}
+      row = {"image": images.display_name(name)}  # a non-UTF-8 file name writes as \xNN
       for key, value in results.items():
         if not key.endswith("/hist"):
           row[key] = float(np.asarray(value)[i])
@@ -193,6 +194,11 @@ class Evaluator:
       if len(grid_rows) < self.config.train.samples:
         grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(ab)), valid,
                                 self.config.train.samples - len(grid_rows))
+    if not acc.rows:  # every eval file unreadable: the run goes on, without eval metrics
+      logging.getLogger("colorjax").warning(
+          "eval at step %d: no readable image among the %d of the eval set; no eval metrics",
+          step, len(source))
+      return {}
     result = acc.result("center")
     flat = flatten(result)
     writer.write_scalars(step, flat)

@@ -42,11 +42,21 @@ _CHROMA_MAX_SIDE = 64  # chroma() subsamples to about this many pixels per side
 _log = logging.getLogger(__name__)
 
 
+def display_name(name: str | os.PathLike) -> str:
+  """A file name printable and writable as UTF-8: bytes of a non-UTF-8 name (which Python keeps
+  as lone surrogates, PEP 383) are shown as `\\xNN` escapes, e.g. 'caf\\xe9.jpg'."""
+  name = os.fspath(name)
+  try:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+  except UnicodeEncodeError:  # a surrogate no file name decodes to
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ImageReadError(ValueError):
   """An image file that cannot be decoded; `name` is the file, `cause` says why."""
 
   def __init__(self, name: str, cause: str):
-    super().__init__(f"cannot read image {name}: {cause}")
+    super().__init__(f"cannot read image {display_name(name)}: {cause}")
     self.name = name
     self.cause = cause
 

@@ -32,6 +32,7 @@ AUC_THRESHOLDS = np.arange(151, dtype=np.float32)
 """The ab error thresholds (Lab units) of the raw-accuracy curve: 0, 1, ..., 150."""
 
 _SSIM_FILTER_SIZE = 11  # dm-pix's default window, also skimage's for sigma=1.5, truncate=3.5
+SSIM_MIN_SIDE = _SSIM_FILTER_SIZE  # the smallest image side `ssim` (and so `colorjax eval`) takes
 
 
 # ----------------------------------------------------------------------------------------------

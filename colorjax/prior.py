@@ -46,7 +46,7 @@ def compute_prior(source, *, image_size: int = 64, max_images: int | None = None
     encoded, name = source[i]
     try:
       if encoded is None:
-        raise images.ImageReadError(f"{name}: unreadable")
+        raise images.ImageReadError(name, "the file could not be read")
       rgb = images.decode_rgb(encoded, name)
     except images.ImageReadError as e:
       logger.warning("prior: skipping %s", e)

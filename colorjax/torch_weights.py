@@ -212,6 +212,30 @@ def _materialise(tensor: _TensorRef, storage_arrays: Mapping[str, np.ndarray]) -
   return np.array(view, order="C", copy=True)
 
 
+# A state_dict's pickle names tensors (kilobytes); the data is in the storage records.
+_MAX_PICKLE_BYTES = 64 << 20
+_MAX_BYTEORDER_BYTES = 16
+
+
+def _read_record(archive: zipfile.ZipFile, name: str, nbytes: int, *, exact: bool) -> bytes:
+  """A zip record's bytes, its declared size checked before anything is inflated.
+
+  `exact`: the record must declare `nbytes` (a storage: its elements times their size); else at
+  most `nbytes`. zipfile stops inflating at the declared size (and then fails the CRC), so a
+  record whose compressed stream inflates to more (a zip bomb) costs no more than `nbytes`.
+  """
+  declared = archive.getinfo(name).file_size
+  if declared > nbytes or (exact and declared != nbytes):
+    raise _Refused(f"the record {name!r} declares {declared} bytes, "
+                   f"{'' if exact else 'at most '}{nbytes} expected"
+                   + (" (truncated file?)" if declared < nbytes else ""))
+  with archive.open(name) as f:
+    raw = f.read(nbytes)
+  if len(raw) != declared:
+    raise _Refused(f"the record {name!r} holds {len(raw)} bytes, {declared} declared")
+  return raw
+
+
 def _read_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
   with zipfile.ZipFile(path) as archive:
     names = archive.namelist()
@@ -221,22 +245,26 @@ def _read_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
     prefix = pickles[0][:-len("data.pkl")]
     big_endian = False
     if prefix + "byteorder" in names:
-      order = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+      order = _read_record(archive, prefix + "byteorder", _MAX_BYTEORDER_BYTES, exact=False)
+      order = order.decode("ascii", "replace").strip()
       if order not in ("little", "big"):
         raise _Refused(f"unknown byte order {order!r}")
       big_endian = order == "big"
-    obj, storages = _unpickle(io.BytesIO(archive.read(pickles[0])))
+    obj, storages = _unpickle(io.BytesIO(
+        _read_record(archive, pickles[0], _MAX_PICKLE_BYTES, exact=False)))
     arrays = {}
     for key, ref in storages.items():
       record = f"{prefix}data/{key}"
       if record not in names:
         raise _Refused(f"the storage record {record!r} is missing")
-      arrays[key] = _storage_array(archive.read(record), ref.dtype, ref.numel, big_endian,
+      raw = _read_record(archive, record, ref.numel * ref.dtype.itemsize, exact=True)
+      arrays[key] = _storage_array(raw, ref.dtype, ref.numel, big_endian,
                                    f"storage record {record!r}")
   return obj, arrays
 
 
 def _read_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
+  file_size = os.path.getsize(path)
   with open(path, "rb") as f:
     magic, _ = _unpickle(f)
     if magic != _LEGACY_MAGIC_NUMBER:
@@ -262,6 +290,9 @@ def _read_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
       if numel != ref.numel:
         raise _Refused(f"storage {key!r} holds {numel} elements, {ref.numel} expected")
       nbytes = numel * ref.dtype.itemsize
+      if nbytes > file_size - f.tell():  # checked before read() allocates nbytes
+        raise _Refused(f"storage {key!r} needs {nbytes} bytes, the file has "
+                       f"{file_size - f.tell()} left (truncated file?)")
       arrays[key] = _storage_array(f.read(nbytes), ref.dtype, numel, big_endian,
                                    f"storage {key!r}")
     missing = sorted(set(storages) - set(keys))

@@ -604,29 +604,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding.initialize_distributed(config.distributed)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.train.batch_size, mesh)
-  checkpoint.write_config(workdir, config.to_dict())
-  writer = writers.create_writer(workdir, config.train.steps)
+  # Nothing is written to the workdir before the restore below accepts it (a workdir of another
+  # model, or a missing data.train, leaves it as it was).
+  checkpoint.check_workdir(workdir)
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
   train_iter = create_train_iterator(config, train_source)
 
   # --- Model, optimizer and state on the mesh --------------------------------------------------
-  trainer = build(config, mesh, _class_weights(config, workdir, train_source))
-  setup, state = trainer.setup, trainer.state
-  writer.write_text("config", str(config))
-  writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
+  # The class weights only weight the loss (not the state's shapes): the prior they come from
+  # is computed, and cached in the workdir, once the restore has passed.
+  trainer = build(config, mesh)
+  state = trainer.state
 
   # --- Restore ---------------------------------------------------------------------------------
   manager = checkpoint.create_manager(
       workdir, keep_last=config.train.keep_checkpoints, best_metric=config.train.best_metric,
       best_mode=config.train.best_mode)
-  restored = checkpoint.restore(manager, abstract_state(state, trainer.state_shardings),
-                                train_iter)
+  try:
+    restored = checkpoint.restore(manager, abstract_state(state, trainer.state_shardings),
+                                  train_iter)
+  except BaseException:
+    manager.close()
+    raise
   if restored is not None:
     state, start_step = restored
     writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
   start_step = int(jax.device_get(state["step"]))
+  checkpoint.write_config(workdir, config.to_dict())
+  writer = writers.create_writer(workdir, config.train.steps)
+  class_weights = _class_weights(config, workdir, train_source)
+  if class_weights is not None:  # before the first step compiles
+    trainer.setup = dataclasses.replace(trainer.setup, class_weights=class_weights)
+  setup = trainer.setup
+  writer.write_text("config", str(config))
+  writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
   evaluator = evaluate.Evaluator(config, setup.generator, mesh)
 
@@ -729,15 +742,18 @@ def _log_train(writer, timer, step: int, metrics, averages, train_iter) -> dict[
           if not (k in _STEP_NORMS and float(v) == NOT_COMPUTED)}  # a log on SIGTERM
   means, first_nonfinite = _read_averages(averages)
   host.update(means)
-  problem = None
   if first_nonfinite:
-    problem = f"the loss is NaN or Inf at step {first_nonfinite}"
+    bad, value, at, last = "train/loss", "non-finite", first_nonfinite, first_nonfinite - 1
   elif not math.isfinite(host["train/param_norm"]):
-    problem = f"train/param_norm is {host['train/param_norm']} at step {step}"
-  if problem:
+    # The timer last measured the previous logged step, whose parameters passed this check.
+    bad, value, at, last = "train/param_norm", host["train/param_norm"], step, timer.last_step
+  else:
+    bad = None
+  if bad:
+    last_finite = f"last finite at step {last}" if last > 0 else "no step before it"
     raise NonFiniteLossError(
-        f"{problem}; stopping. The last good checkpoint is kept in the workdir: lower "
-        "optimizer.lr or enable optimizer.grad_clip_norm.")
+        f"{bad} is {value} at step {at} ({last_finite}); stopping. The last good checkpoint "
+        "is kept in the workdir: lower optimizer.lr or enable optimizer.grad_clip_norm.")
   host.update(timer.measure(step))
   stats = train_iter.stats
   host.update({"data/images": stats.images, "data/skipped": stats.skipped,

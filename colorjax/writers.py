@@ -135,8 +135,12 @@ def create_writer(workdir: str | pathlib.Path, total_steps: int) -> MetricWriter
 
 
 def setup_console_logging(verbose: bool = False) -> None:
-  """Console logging for the CLI: colorjax's own messages at INFO, libraries' at WARNING."""
+  """Console logging for the CLI: colorjax's own messages at INFO, libraries' at WARNING.
+
+  Without `verbose`, absl (Orbax's warnings on every checkpoint load and save, which ask
+  nothing of the user) shows errors only.
+  """
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("colorjax").setLevel(logging.DEBUG if verbose else logging.INFO)
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  logging.getLogger("absl").setLevel(logging.WARNING if verbose else logging.ERROR)

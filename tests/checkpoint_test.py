@@ -1,4 +1,7 @@
 """Tests of colorjax.checkpoint: exported models, workdir checkpoints, atomicity, clear errors."""
+import json
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +78,103 @@ def test_wrong_shapes_and_missing_paths_give_clear_errors(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="neither"):
     (tmp_path / "empty").mkdir()
     checkpoint.load_model(tmp_path / "empty")
+
+
+def _save_steps(tmp_path, steps, **manager_kwargs):
+  mesh = sharding.create_mesh()
+  manager = checkpoint.create_manager(tmp_path, **manager_kwargs)
+  for step in steps:
+    checkpoint.save(manager, step, sharding.replicate(_state(step), mesh))
+  manager.wait_until_finished()
+  manager.close()
+  return mesh
+
+
+def _largest_state_file(step_dir):
+  return max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+             key=lambda p: p.stat().st_size)
+
+
+def test_best_checkpoint_survives_a_resume(tmp_path):
+  # keep_last=1, lower is better: step 4 is the best; a second manager (a resumed run) must see
+  # the metrics the first one saved, else its BestN deletes step 4.
+  mesh = sharding.create_mesh()
+  scores = {2: None, 4: 0.1, 6: None, 8: 0.5}
+  manager = checkpoint.create_manager(tmp_path, keep_last=1, best_metric="eval/l", best_mode="min")
+  for step, score in scores.items():
+    checkpoint.save(manager, step, sharding.replicate(_state(step), mesh),
+                    metrics=None if score is None else {"eval/l": score})
+  manager.wait_until_finished()
+  assert manager.all_steps() == [4, 8]
+  manager.close()
+  resumed = checkpoint.create_manager(tmp_path, keep_last=1, best_metric="eval/l",
+                                      best_mode="min")
+  for step, score in ((10, None), (12, 0.9)):
+    checkpoint.save(resumed, step, sharding.replicate(_state(step), mesh),
+                    metrics=None if score is None else {"eval/l": score})
+  resumed.wait_until_finished()
+  assert resumed.all_steps() == [4, 12]
+  resumed.close()
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_every_file_of_a_step_has_a_checksum(tmp_path, async_save):
+  _save_steps(tmp_path, [1], async_save=async_save)
+  step_dir = tmp_path / "checkpoints" / "1"
+  sums = json.loads((step_dir / checkpoint.CHECKSUMS_FILE).read_text())
+  state_files = {p.relative_to(step_dir).as_posix() for p in (step_dir / "state").rglob("*")
+                 if p.is_file()}
+  assert state_files and state_files <= set(sums)
+  for name, (size, crc) in sums.items():
+    content = (step_dir / name).read_bytes()
+    assert (size, crc) == (len(content), zlib.crc32(content))
+  assert checkpoint.verify_checksums(step_dir) is None
+
+
+@pytest.mark.parametrize("damage", ["flip_bit", "truncate", "delete_manifest", "delete_metadata"])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage, caplog):
+  mesh = _save_steps(tmp_path, [1, 2, 3])
+  step_dir = tmp_path / "checkpoints" / "3"
+  if damage == "flip_bit":
+    target = _largest_state_file(step_dir)
+    content = bytearray(target.read_bytes())
+    content[len(content) // 2] ^= 0x04
+    target.write_bytes(bytes(content))
+  elif damage == "truncate":
+    target = _largest_state_file(step_dir)
+    target.write_bytes(target.read_bytes()[:-7])
+  elif damage == "delete_manifest":
+    (step_dir / "state" / "manifest.ocdbt").unlink()
+  else:
+    (step_dir / "state" / "_METADATA").unlink()
+  files_before = sorted(p.relative_to(step_dir) for p in step_dir.rglob("*"))
+
+  # eval / colorize: one line naming the damaged step and the intact ones.
+  checkpoint.write_config(tmp_path, {"model": {}})
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"step 3 .* is damaged.*\[1, 2\]"):
+    checkpoint.load_model(tmp_path)
+
+  manager = checkpoint.create_manager(tmp_path)
+  with caplog.at_level("WARNING", logger="colorjax"):
+    state, step = checkpoint.restore(manager, _abstract(_state(), mesh))
+  assert step == 2
+  np.testing.assert_array_equal(state["gen"]["params"]["w"], np.arange(6.0).reshape(2, 3) * 2)
+  assert any("step 3" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+  # Kept, renamed out of Orbax's way (the resumed run saves step 3 anew), never deleted.
+  aside = tmp_path / "checkpoints" / "3.damaged"
+  assert sorted(p.relative_to(aside) for p in aside.rglob("*")) == files_before
+  assert manager.all_steps() == [1, 2]
+  checkpoint.save(manager, 3, sharding.replicate(_state(3), mesh))
+  manager.wait_until_finished()
+  assert manager.all_steps() == [1, 2, 3]
+  manager.close()
+
+
+def test_no_intact_checkpoint_is_an_error_that_renames_nothing(tmp_path):
+  mesh = _save_steps(tmp_path, [1])
+  (tmp_path / "checkpoints" / "1" / "state" / "manifest.ocdbt").unlink()
+  manager = checkpoint.create_manager(tmp_path)
+  with pytest.raises(checkpoint.DamagedCheckpointError, match="no intact checkpoint.*step 1"):
+    checkpoint.restore(manager, _abstract(_state(), mesh))
+  assert manager.all_steps() == [1]
+  manager.close()

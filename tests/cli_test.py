@@ -1,6 +1,13 @@
 """Tests of the `colorjax` command: each subcommand end to end on tiny settings, and its errors."""
+import contextlib
+import io
 import json
+import logging
+import os
+import pathlib
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -107,3 +114,209 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path, capsys):
   bad.write_bytes(b"PK\x03\x04 truncated")
   assert cli.main(["import", "eccv16", str(bad), str(tmp_path / "m")]) == 2
   assert "bad.pth" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults and bad input: every command finishes, skips and names broken files, and nothing in a
+# workdir is lost or overwritten.
+# ----------------------------------------------------------------------------------------------
+
+NON_UTF8_GOOD = b"caf\xe9.jpg"    # a good photo whose name is not UTF-8
+NON_UTF8_BROKEN = b"bad\xff.jpg"  # an unreadable one
+# Broken files (shown as the CLI names them) and the odd-but-valid ones every command must take.
+UNREADABLE = ("broken_empty.jpg", "broken_truncated.jpg", "broken_header.png", "broken_text.jpg",
+              "broken_dangling.jpg", "bad\\xff.jpg", "broken_bomb.png")
+ODD_VALID = ("odd_1x1.png", "odd_cmyk.jpg", "odd_gray16.png", "odd_rgba.png", "caf\\xe9.jpg")
+
+
+def _broken_folder(folder, photos_dir, real=6):
+  """Real photos (small) mixed with a broken file of every kind and valid files of odd kinds."""
+  folder.mkdir(parents=True)
+  photos = sorted(photos_dir.glob("*.jpg"))[:real]
+  for path in photos:
+    Image.open(path).convert("RGB").resize((48, 40)).save(folder / path.name)
+  jpeg = (folder / photos[0].name).read_bytes()
+  (folder / "broken_empty.jpg").write_bytes(b"")
+  (folder / "broken_truncated.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+  (folder / "broken_header.png").write_bytes(b"\x89PNG\r\n\x1a\n" + jpeg[8:])
+  (folder / "broken_text.jpg").write_text("not an image\n")
+  os.symlink(folder / "nowhere" / "photo.jpg", folder / "broken_dangling.jpg")
+  (pathlib.Path(os.fsdecode(os.fsencode(folder) + b"/" + NON_UTF8_GOOD))).write_bytes(jpeg)
+  (pathlib.Path(os.fsdecode(os.fsencode(folder) + b"/" + NON_UTF8_BROKEN))).write_bytes(b"junk")
+  # A 69-byte PNG whose header declares 100000 x 100000 pixels (a decompression bomb).
+  def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+  (folder / "broken_bomb.png").write_bytes(
+      b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+  Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "odd_1x1.png")
+  rgb = Image.open(folder / photos[1].name)
+  rgb.convert("CMYK").save(folder / "odd_cmyk.jpg")
+  Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(folder / "odd_gray16.png")
+  rgba = rgb.convert("RGBA")
+  rgba.putalpha(128)
+  rgba.save(folder / "odd_rgba.png")
+  return folder
+
+
+class _Records(logging.Handler):
+  """Collects the records of a logger (the CLI's console handler is pytest's here)."""
+
+  def __init__(self, logger_name, level=logging.DEBUG):
+    super().__init__(level)
+    self.records = []
+    self.logger = logging.getLogger(logger_name)
+
+  def emit(self, record):
+    self.records.append(record)
+
+  def text(self):
+    return "\n".join(r.getMessage() for r in self.records)
+
+  def __enter__(self):
+    self.logger.addHandler(self)
+    return self
+
+  def __exit__(self, *exc):
+    self.logger.removeHandler(self)
+
+
+def _run(*argv):
+  """cli.main(argv) -> (status, stderr); the console's absl and colorjax records collected."""
+  err = io.StringIO()
+  with _Records("colorjax") as colorjax_log, _Records("absl") as absl_log, \
+      contextlib.redirect_stderr(err):
+    status = cli.main(list(argv))
+  return status, err.getvalue(), colorjax_log.text(), absl_log.records
+
+
+def _snapshot(folder):
+  return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory):
+  """`colorjax train` (4 steps, checkpoints at 2 and 4) on a folder of broken files, from a cwd
+  holding the folder (a relative data path)."""
+  from conftest import PHOTOS_DIR  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("broken")
+  _broken_folder(root / "mixed", PHOTOS_DIR)
+  workdir = root / "wd"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.chdir(root)
+    status, err, log, _ = _run("train", "--config", "eccv16:tiny", "--workdir", str(workdir),
+                               "--config.train.steps=4", "--config.data.train=mixed")
+  return {"root": root, "workdir": workdir, "status": status, "err": err, "log": log}
+
+
+def test_training_skips_and_names_every_broken_file(broken_run):
+  assert broken_run["status"] == 0, broken_run["err"]
+  assert "Traceback" not in broken_run["err"]
+  summary = [line for line in broken_run["log"].splitlines() if line.startswith("input: ")][-1]
+  skipped = int(summary.split(" unreadable skipped")[0].rsplit(" ", 1)[1])
+  assert skipped >= 1
+  for name in UNREADABLE:  # in the train split's summary or the eval split's warnings
+    assert name in broken_run["log"], name
+  assert "udc" not in broken_run["log"]  # no lone surrogate reached a message
+  assert sorted(p.name for p in (broken_run["workdir"] / "checkpoints").iterdir()) == ["2", "4"]
+
+
+def test_eval_prior_and_colorize_skip_and_name_every_broken_file(broken_run, monkeypatch):
+  monkeypatch.chdir(broken_run["root"])
+  workdir = str(broken_run["workdir"])
+  status, err, _, absl = _run("eval", "--checkpoint", workdir, "--data", "mixed", "--out",
+                              "m.json", "--size", "32")
+  assert status == 0 and "Traceback" not in err, err
+  assert not [r for r in absl if r.levelno >= logging.WARNING]  # Orbax's chatter: --verbose only
+  result = json.loads(pathlib.Path("m.json").read_text())
+  # The 1x1 image is too small for SSIM at full size: skipped, and said so.
+  assert sorted(result["skipped_files"]) == sorted(UNREADABLE + ("odd_1x1.png",))
+  assert result["skipped"] == len(UNREADABLE) + 1 and result["images"] == 6 + len(ODD_VALID) - 1
+  for name in UNREADABLE:
+    assert name in err
+  assert "odd_1x1.png: 1x1 pixels is too small" in err
+  rows = pathlib.Path("m.csv").read_text(encoding="utf-8")
+  assert "\ncaf\\xe9.jpg," in rows
+
+  status, err, log, _ = _run("prior", "mixed", "p.npy")
+  assert status == 0 and "Traceback" not in err, err
+  assert f"prior from {6 + len(ODD_VALID)} images ({len(UNREADABLE)} skipped)" in log
+  for name in UNREADABLE:
+    assert name in log
+  assert np.load("p.npy").shape == (313,)
+
+  status, err, _, absl = _run("colorize", "mixed", "--checkpoint", workdir, "--output", "out",
+                              "--quiet")
+  assert status == 1 and "Traceback" not in err, err  # 1: some inputs failed
+  assert not [r for r in absl if r.levelno >= logging.WARNING]
+  failed = [line for line in err.splitlines() if line.startswith("  failed: ")]
+  assert len(failed) == len(UNREADABLE)
+  for name in UNREADABLE:
+    assert any(name in line for line in failed), name
+  written = {os.fsencode(p.name) for p in pathlib.Path("out").iterdir()}
+  assert len(written) == 6 + len(ODD_VALID) and b"caf\xe9.png" in written
+
+
+def test_refused_resume_leaves_the_workdir_as_it_was(broken_run):
+  workdir = broken_run["workdir"]
+  before = _snapshot(workdir)
+  status, err, _, _ = _run("train", "--config", "pix2pix:tiny", "--workdir", str(workdir),
+                           "--config.data.train=bundled")
+  assert status == 2
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and "checkpoints/4 does not fit this model/config" in lines[0], err
+  assert _snapshot(workdir) == before  # config.json too: colorize still rebuilds the ECCV16
+
+
+def test_damaged_latest_checkpoint_is_one_line_and_train_resumes_from_the_intact_one(
+    broken_run, tmp_path, monkeypatch):
+  workdir = tmp_path / "wd"
+  shutil.copytree(broken_run["workdir"], workdir)
+  monkeypatch.chdir(tmp_path)
+  step_dir = workdir / "checkpoints" / "4"
+  largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  content = bytearray(largest.read_bytes())
+  content[len(content) // 3] ^= 0x10
+  largest.write_bytes(bytes(content))
+  damaged = _snapshot(step_dir)
+
+  status, err, _, _ = _run("colorize", str(broken_run["root"] / "mixed" / "odd_rgba.png"),
+                           "--checkpoint", str(workdir), "--output", "out", "--quiet")
+  assert status == 2
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and "step 4" in lines[0] and "is damaged" in lines[0], err
+  assert "--step (available: [2])" in lines[0]
+
+  status, err, log, _ = _run("train", "--config", "eccv16:tiny", "--workdir", str(workdir),
+                             "--config.train.steps=4",
+                             f"--config.data.train={broken_run['root'] / 'mixed'}")
+  assert status == 0 and "Traceback" not in err, err
+  assert "checkpoint step 4" in log and "is damaged" in log
+  assert f"resumed from {workdir / 'checkpoints'} at step 2" in log
+  # The damaged step is kept, renamed; the run saved step 4 anew.
+  assert _snapshot(workdir / "checkpoints" / "4.damaged") == damaged
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4", "4.damaged"]
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  pathlib.Path("notes.txt").write_text("mine")
+  status, err, _, _ = _run("train", "--config", "eccv16:tiny",
+                           "--workdir", str(tmp_path / "notes.txt"))
+  assert status == 2 and err.strip().count("\n") == 0
+  assert "notes.txt exists and is not a folder" in err
+  assert pathlib.Path("notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optimizer.lr=1e999", "config key optimizer.lr=inf must be a finite number"),
+    ("--config.data.train=no_such_folder", "no such image folder or dataset: no_such_folder"),
+])
+def test_bad_config_is_refused_before_the_workdir_is_created(tmp_path, monkeypatch, override,
+                                                             message):
+  monkeypatch.chdir(tmp_path)
+  status, err, _, _ = _run("train", "--config", "eccv16:tiny", "--workdir",
+                           str(tmp_path / "wd"), override)
+  assert status == 2 and err.strip().count("\n") == 0 and message in err, err
+  assert not (tmp_path / "wd").exists()

@@ -54,3 +54,15 @@ def test_invalid_combinations_name_their_keys():
 def test_missing_config_file_is_named():
   with pytest.raises(FileNotFoundError, match="nope"):
     config_lib.load_config("configs/nope.py")
+
+
+@pytest.mark.parametrize("key,text", [("optimizer.lr", "1e999"), ("optimizer.lr", "-1e999"),
+                                      ("optimizer.scales", "(0.1, 1e999)")])
+def test_non_finite_numbers_are_refused_naming_the_key(key, text):
+  c = config_lib.load_config("eccv16:tiny")
+  with pytest.raises(ValueError, match=f"config key {key}=.* must be a finite number"):
+    config_lib.apply_overrides(c, {key: text})
+  c = config_lib.load_config("eccv16:tiny")
+  c.loss.soft_sigma = float("nan")  # a config file can hold a NaN (`< 0` lets it through)
+  with pytest.raises(ValueError, match="config key loss.soft_sigma=nan must be a finite number"):
+    config_lib.validate(c)

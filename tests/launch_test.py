@@ -200,6 +200,37 @@ def test_killed_two_process_run_resumes_with_the_losses_of_an_uninterrupted_one(
                    if p.name.isdigit()}
 
 
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(runs, prior_file):
+  """After the kill test: a flipped bit in the newest checkpoint; the rerun reports it in one
+  line, sets it aside and resumes both processes from the previous checkpoint, with the losses
+  of the uninterrupted run."""
+  workdir = runs["workdir"]
+  checkpoints = workdir / "checkpoints"
+  assert {FIRST_CHECKPOINT, STEPS} <= {int(p.name) for p in checkpoints.iterdir()
+                                       if p.name.isdigit()}
+  newest = checkpoints / str(STEPS)
+  largest = max((p for p in (newest / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  content = bytearray(largest.read_bytes())
+  content[len(content) // 2] ^= 0x01
+  largest.write_bytes(bytes(content))
+  rows_before = _train_rows(workdir)
+  log = workdir.parent / (workdir.name + "_damaged.log")
+
+  rc = _wait(_launch(workdir, prior_file, STEPS, log), log)
+  assert rc == 0, _tail(log)
+  text = log.read_text(errors="replace")
+  assert "Traceback" not in text, _tail(log)
+  for i in range(NUM_PROCESSES):
+    assert any(line.startswith(f"[{i}] ") and f"checkpoint step {STEPS} " in line
+               and "is damaged" in line for line in text.splitlines()), f"process {i}"
+  after = _train_rows(workdir)[len(rows_before):]
+  assert [r["step"] for r in after] == list(range(FIRST_CHECKPOINT + 1, STEPS + 1)), after
+  _assert_losses_match(after, runs["reference"])
+  assert (checkpoints / f"{STEPS}.damaged" / largest.relative_to(newest)).read_bytes() == content
+  assert (checkpoints / str(STEPS)).is_dir()
+
+
 # Stands in for srun on one machine: starts SLURM_NTASKS copies of the command with the
 # variables srun gives each task, so jax.distributed finds the job as it would under SLURM.
 _FAKE_SRUN = """#!/usr/bin/env bash

@@ -2,6 +2,7 @@
 import collections
 import os
 import pickle
+import tracemalloc
 import zipfile
 
 import jax.numpy as jnp
@@ -160,6 +161,53 @@ def test_storage_past_its_end_is_refused(torch, tmp_path):
       dst.writestr(name, data[:8] if name.endswith("/data/0") else data)
   with pytest.raises(WeightFileError, match="shortened.pt.*truncated"):
     torch_weights.read_state_dict(rewritten)
+
+
+def _peak_bytes(fn):
+  tracemalloc.start()
+  try:
+    fn()
+  finally:
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+  return peak
+
+
+def test_zip_bomb_is_refused_before_it_is_inflated(torch, tmp_path):
+  path = tmp_path / "small.pt"
+  torch.save({"w": torch.zeros(16)}, path)
+  bomb = tmp_path / "bomb.pt"
+  inflated = 64 << 20
+  with zipfile.ZipFile(path) as src, zipfile.ZipFile(bomb, "w") as dst:
+    for name in src.namelist():
+      if not name.endswith("/data/0"):
+        dst.writestr(name, src.read(name))
+        continue
+      # 64 MiB of zeros deflated to ~64 KB, where the pickle expects 16 floats (64 bytes).
+      info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+      info.compress_type = zipfile.ZIP_DEFLATED
+      with dst.open(info, "w", force_zip64=True) as record:
+        chunk = bytes(1 << 20)
+        for _ in range(inflated >> 20):
+          record.write(chunk)
+  assert bomb.stat().st_size < inflated // 100
+
+  def read():
+    with pytest.raises(WeightFileError, match=r"bomb.pt.*data/0.*declares 67108864 bytes, 64 "):
+      torch_weights.read_state_dict(bomb)
+  assert _peak_bytes(read) < 4 << 20
+
+
+def test_legacy_file_declaring_more_than_it_holds_is_refused_before_reading(torch, tmp_path):
+  path = tmp_path / "big.pt"
+  torch.save({"w": torch.zeros(1 << 22)}, path, _use_new_zipfile_serialization=False)  # 16 MiB
+  small = tmp_path / "cut.pt"
+  small.write_bytes(path.read_bytes()[:4096])
+
+  def read():
+    with pytest.raises(WeightFileError, match=r"cut.pt.*needs 16777216 bytes.*truncated"):
+      torch_weights.read_state_dict(small)
+  assert _peak_bytes(read) < 4 << 20
 
 
 def test_check_state_dict_lists_every_problem():
