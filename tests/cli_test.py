@@ -311,7 +311,8 @@ def test_workdir_that_is_a_file_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("override, message", [
     ("--config.optimizer.lr=1e999", "config key optimizer.lr=inf must be a finite number"),
-    ("--config.data.train=no_such_folder", "no such image folder or dataset: no_such_folder"),
+    # The relative path is named as made absolute where it entered.
+    ("--config.data.train=no_such_folder", "no such image folder or dataset: /"),
 ])
 def test_bad_config_is_refused_before_the_workdir_is_created(tmp_path, monkeypatch, override,
                                                              message):
@@ -319,4 +320,5 @@ def test_bad_config_is_refused_before_the_workdir_is_created(tmp_path, monkeypat
   status, err, _, _ = _run("train", "--config", "eccv16:tiny", "--workdir",
                            str(tmp_path / "wd"), override)
   assert status == 2 and err.strip().count("\n") == 0 and message in err, err
+  assert override.rsplit("=", 1)[1].replace("1e999", "inf") in err
   assert not (tmp_path / "wd").exists()
