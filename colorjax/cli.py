@@ -105,8 +105,10 @@ def cmd_eval(args) -> int:
     fid_text = f"  FID {r['fid']:.2f}" if "fid" in r else ""
     print(f"{name:>5}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  AuC {r['auc']:.4f}  "
           f"AuC(rebal) {r['auc_rebalanced']:.4f}  colorfulness {r['colorfulness']:.1f}{fid_text}")
-  print(f"{result['images']} images ({result['protocol']} protocol), {len(failed)} skipped; "
-        f"wrote {args.out} and {csv_path}")
+  print(f"{result['images']} images ({result['protocol']} protocol, from the model's "
+        f"{result['output']}), {len(failed)} skipped, in {acc.seconds:.1f} s "
+        f"({result['images'] / max(acc.seconds, 1e-9):.2f} images/s); wrote {args.out} and "
+        f"{csv_path}")
   return 0
 
 

@@ -165,6 +165,41 @@ def nearest_bin(ab):
   return xp.argmin(_squared_distances_to_bins(ab), axis=-1).astype(xp.int32)
 
 
+def _make_grid_to_bin() -> np.ndarray:
+  table = np.full((len(_ECCV16_B_RANGES) + 2, 24), -1, np.int32)
+  for i, (a, b) in enumerate(AB_BINS.astype(np.int64)):
+    table[a // 10 + 10, b // 10 + 12] = i
+  return table
+
+
+# Bin index of each point of the 10-unit ab grid (a = -100..110 on axis 0, b = -120..110 on axis
+# 1), -1 where the grid point is not a bin; a border of -1 around the gamut.
+_GRID_TO_BIN = _make_grid_to_bin()
+
+
+def nearest_bin_numpy(ab) -> np.ndarray:
+  """`nearest_bin` for host numpy arrays, exactly (float64 distances) and without a 313-way search.
+
+  The bin centres lie on a 10-unit grid, so the grid point nearest to an ab value (each coordinate
+  rounded) is its nearest bin whenever that point is a bin; a tie goes to the lower coordinate,
+  which is the first of the tied bins in the official order, as `argmin` picks. The values whose
+  rounded point is outside the gamut (few, at its border) are searched over all 313 bins.
+  """
+  ab = np.asarray(ab)
+  shape = ab.shape[:-1]
+  ab = ab.reshape(-1, 2).astype(np.float64)
+  # ceil(x - 0.5) rounds halves down; NaN and far-off values land on the -1 border.
+  a = np.clip(np.nan_to_num(np.ceil(ab[:, 0] / 10.0 - 0.5), nan=-99), -10, 11).astype(np.int64)
+  b = np.clip(np.nan_to_num(np.ceil(ab[:, 1] / 10.0 - 0.5), nan=-99), -12, 11).astype(np.int64)
+  bins = _GRID_TO_BIN[a + 10, b + 12]
+  outside = np.flatnonzero(bins < 0)
+  for start in range(0, outside.size, 1 << 14):  # bounded (n, 313) temporaries
+    chunk = outside[start:start + (1 << 14)]
+    d2 = np.sum((ab[chunk, None, :] - AB_BINS.astype(np.float64)) ** 2, axis=-1)
+    bins[chunk] = np.argmin(d2, axis=-1)
+  return bins.reshape(shape)
+
+
 def soft_encode(ab, k: int = 5, sigma: float = 5.0):
   """Soft encoding of ground-truth ab (`...2`) onto its `k` nearest bins -> `...313`, sums to 1.
 

@@ -135,12 +135,23 @@ def _input_size(colorizer: Any, size: int | None) -> int:
   return int(size)
 
 
-def _predict_ab(colorizer: Callable[[np.ndarray], np.ndarray], l_BHW1: np.ndarray) -> np.ndarray:
-  ab_Bhw2 = np.asarray(colorizer(l_BHW1))
-  if ab_Bhw2.ndim != 4 or ab_Bhw2.shape[0] != l_BHW1.shape[0] or ab_Bhw2.shape[-1] != 2:
-    raise ValueError(f"the colorizer returned shape {ab_Bhw2.shape} for L of shape "
-                     f"{l_BHW1.shape}; expected ab of shape ({l_BHW1.shape[0]}, h, w, 2)")
-  return ab_Bhw2
+def predicts_rgb(colorizer: Any) -> bool:
+  """Whether a colorizer's model predicts whole RGB images (`colorizer.output == 'rgb'`, then
+  `colorizer.predict_rgb(l)` gives them) rather than ab to join with the image's own L."""
+  return getattr(colorizer, "output", "ab") == "rgb"
+
+
+def predict(colorizer: Any, l_BHW1: np.ndarray) -> np.ndarray:
+  """The model's own prediction for a batch of L: ab `(B, h, w, 2)` in Lab units, or for a model
+  that predicts RGB (`predicts_rgb`) its RGB `(B, h, w, 3)` in [0, 1]."""
+  rgb = predicts_rgb(colorizer)
+  out = np.asarray(colorizer.predict_rgb(l_BHW1) if rgb else colorizer(l_BHW1))
+  channels, what = (3, "RGB") if rgb else (2, "ab")
+  if out.ndim != 4 or out.shape[0] != l_BHW1.shape[0] or out.shape[-1] != channels:
+    raise ValueError(f"the colorizer returned shape {out.shape} for L of shape "
+                     f"{l_BHW1.shape}; expected {what} of shape ({l_BHW1.shape[0]}, h, w, "
+                     f"{channels})")
+  return out
 
 
 def colorize(image: ImageLike, colorizer: Callable[[np.ndarray], np.ndarray],
@@ -157,8 +168,19 @@ def colorize(image: ImageLike, colorizer: Callable[[np.ndarray], np.ndarray],
   """
   size = _input_size(colorizer, size)
   rgb_HW3 = to_rgb(image)
-  ab_1hw2 = _predict_ab(colorizer, model_input_l(rgb_HW3, size)[None])
-  return join_full_resolution(rgb_HW3, ab_1hw2[0])
+  prediction = predict(colorizer, model_input_l(rgb_HW3, size)[None])[0]
+  return full_resolution_result(rgb_HW3, prediction, predicts_rgb(colorizer))
+
+
+def full_resolution_result(rgb_HW3: np.ndarray, prediction_hwC: np.ndarray,
+                           is_rgb: bool) -> np.ndarray:
+  """uint8 RGB of the image's size from a prediction (`predict`): ab joined with the image's L
+  (`join_full_resolution`), or a predicted RGB upsampled bilinearly (the model's own picture,
+  lightness included)."""
+  if is_rgb:
+    height, width = rgb_HW3.shape[:2]
+    return color.rgb_to_uint8(color.resize_ab_bilinear(prediction_hwC, height, width))
+  return join_full_resolution(rgb_HW3, prediction_hwC)
 
 
 def join_full_resolution(rgb_HW3: np.ndarray, ab_hw2: np.ndarray,
@@ -252,8 +274,9 @@ def save_png(rgb_HW3: np.ndarray, path: pathlib.Path) -> None:
     partial.unlink(missing_ok=True)
 
 
-def _finish(rgb_HW3: np.ndarray, ab_hw2: np.ndarray, path: pathlib.Path) -> None:
-  save_png(join_full_resolution(rgb_HW3, ab_hw2), path)
+def _finish(rgb_HW3: np.ndarray, prediction_hwC: np.ndarray, is_rgb: bool,
+            path: pathlib.Path) -> None:
+  save_png(full_resolution_result(rgb_HW3, prediction_hwC, is_rgb), path)
 
 
 def _error_message(path: pathlib.Path, error: Exception, doing: str) -> str:
@@ -290,6 +313,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
   if int(batch_size) != batch_size or batch_size < 1:
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   size = _input_size(colorizer, size)
+  is_rgb = predicts_rgb(colorizer)
   start = time.perf_counter()
   files = images.list_images(inputs)
   outputs = output_paths([rel for _, rel in files], output_dir)
@@ -330,9 +354,9 @@ def colorize_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
         l_BSS1 = np.zeros((model_batch, size, size, 1), np.float32)
         for j, (_, _, item) in enumerate(loaded):
           l_BSS1[j] = item.l_SS1
-        ab_Bhw2 = _predict_ab(colorizer, l_BSS1)
+        prediction_BhwC = predict(colorizer, l_BSS1)
       _collect_writes(writes, report, fail, bar)
-      writes = [(src, out, pool.submit(_finish, item.rgb_HW3, ab_Bhw2[j], out))
+      writes = [(src, out, pool.submit(_finish, item.rgb_HW3, prediction_BhwC[j], is_rgb, out))
                 for j, (src, out, item) in enumerate(loaded)]
       del loaded
     _collect_writes(writes, report, fail, bar)

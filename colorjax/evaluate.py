@@ -14,12 +14,17 @@ unless one is given, accumulated in one pass as per-bin error histograms.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
 import dataclasses
 import functools
+import itertools
 import json
+import os
 import pathlib
-from typing import Any, Iterable, Mapping
+import time
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +76,13 @@ class Accumulator:
   prior: np.ndarray | None = None
   rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   hists: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  seconds: float = 0.0
+
+  def add_row(self, name: str, row: Mapping[str, float], hists: Mapping[str, np.ndarray]) -> None:
+    """One image's results (`image_results`)."""
+    for key in ("model/hist", "gray/hist"):
+      self.hists[key] = self.hists.get(key, 0) + np.asarray(hists[key], np.float64)
+    self.rows.append({"image": name, **row})
 
   def add(self, results: Mapping[str, Any], names: Iterable[str], valid) -> None:
     results = jax.device_get(results)
@@ -242,41 +254,149 @@ def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
   return resized[top:top + size, left:left + size]
 
 
+def _prepare(rgb_HW3: np.ndarray, protocol: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(the image evaluated, the model's input L) for one photo."""
+  from colorjax import colorization  # pylint: disable=g-import-not-at-top
+  if protocol == "center":
+    rgb_HW3 = _center_crop(rgb_HW3, size)
+  return rgb_HW3, colorization.model_input_l(rgb_HW3, size)
+
+
+def image_results(true_rgb_HW3: np.ndarray, prediction_hwC: np.ndarray, is_rgb: bool = False,
+                  with_images: bool = False):
+  """Metrics of one photo at its own resolution, of the model and of the gray baseline (numpy).
+
+  Args:
+    true_rgb_HW3: the ground truth, uint8 sRGB.
+    prediction_hwC: the model's prediction at its output resolution: ab in Lab units, or with
+      `is_rgb` its RGB in [0, 1]. It is upsampled bilinearly to the photo's size; ab is joined
+      with the photo's own L, an RGB prediction is the result itself (its ab, for the AuC and bin
+      accuracy, is that of its Lab).
+    with_images: also return the model's and the gray baseline's uint8 RGB (for FID).
+
+  Returns:
+    (row, hists, images): `row` has the same per-image keys as `compare_to_truth` (floats),
+    `hists` its `model/hist` and `gray/hist` (313, T+1) counts, `images` (model, gray) or None.
+  """
+  height, width = true_rgb_HW3.shape[:2]
+  true_rgb = np.asarray(true_rgb_HW3, np.float32) / 255.0
+  true_lab = color.rgb_to_lab(true_rgb)
+  l, true_ab = true_lab[..., :1], true_lab[..., 1:]
+  upsampled = color.resize_ab_bilinear(prediction_hwC, height, width)
+  if is_rgb:
+    model_rgb = np.clip(upsampled, 0.0, 1.0)
+    model_ab = color.rgb_to_lab(model_rgb)[..., 1:]
+  else:
+    model_ab = upsampled
+    model_rgb = color.lab_to_rgb(np.concatenate([l, model_ab], axis=-1))
+  gray_ab = np.zeros_like(true_ab)
+  gray_rgb = color.lab_to_rgb(np.concatenate([l, gray_ab], axis=-1))
+  true_bins = color.nearest_bin_numpy(true_ab)
+  true_statistics = metrics.ssim_statistics(true_rgb)
+  row = {"truth/colorfulness": metrics.colorfulness_numpy(true_rgb)}
+  hists = {}
+  pixels = height * width
+  for name, rgb, ab in (("model", model_rgb, model_ab), ("gray", gray_rgb, gray_ab)):
+    mse = metrics.mse_numpy(rgb, true_rgb)
+    row[f"{name}/psnr"] = metrics.psnr_from_mse(mse)
+    row[f"{name}/ssim"] = metrics.ssim_numpy(rgb, true_rgb, true_statistics)
+    row[f"{name}/mse"] = mse
+    error = np.sqrt(np.sum(np.square(ab - true_ab), axis=-1))
+    first_t = np.searchsorted(metrics.AUC_THRESHOLDS, error, side="left")
+    hist = np.bincount((true_bins * (_NUM_T + 1) + first_t).ravel(),
+                       minlength=color.Q * (_NUM_T + 1)).reshape(color.Q, _NUM_T + 1)
+    within = np.cumsum(hist.sum(axis=0)[:_NUM_T])
+    row[f"{name}/auc"] = float(within.mean() / pixels)
+    row[f"{name}/colorfulness"] = metrics.colorfulness_numpy(rgb)
+    row[f"{name}/top1_bin_accuracy"] = float(
+        np.count_nonzero(color.nearest_bin_numpy(ab) == true_bins) / pixels)
+    hists[f"{name}/hist"] = hist
+  images = ((color.rgb_to_uint8(model_rgb), color.rgb_to_uint8(gray_rgb)) if with_images
+            else None)
+  return row, hists, images
+
+
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+  iterator = iter(items)
+  while chunk := list(itertools.islice(iterator, n)):
+    yield chunk
+
+
 def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, protocol: str = "full",
                     size: int | None = None, prior: np.ndarray | None = None,
                     progress: bool = True, fid_variables=None, fid_batch_size: int = 16,
+                    batch_size: int = 8, threads: int | None = None,
                     ) -> tuple[dict[str, Any], Accumulator]:
   """Evaluates a `inference.Colorizer` on (name, uint8 RGB) pairs; returns (result, accumulator).
+
+  The model predicts `batch_size` photos at a time (the last batch padded, so it compiles once);
+  each photo's metrics are computed at its own resolution in numpy (`image_results`) by `threads`
+  worker threads while the model predicts the next batch. Photos are read from `images` as they
+  are needed and dropped once measured, so memory does not grow with their number. A model that
+  predicts RGB is evaluated from its RGB (the result's "output" says "rgb"; else "ab").
+  `accumulator.seconds` is the wall time taken.
 
   With `fid_variables` (`fid.load_inception(path)`), the model and gray sections get an 'fid'
   against the ground truths (the paired protocol documented in `colorjax.fid`).
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from colorjax import colorization  # pylint: disable=g-import-not-at-top
   if protocol not in ("full", "center"):
     raise ValueError(f"protocol must be 'full' or 'center', got {protocol!r}")
+  if int(batch_size) != batch_size or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  start = time.perf_counter()
   size = size or colorizer.size
+  is_rgb = colorization.predicts_rgb(colorizer)
+  threads = threads or max(1, min(4, os.cpu_count() or 1))
   acc = Accumulator(prior=prior)
   fid_acc = None
   if fid_variables is not None:
     from colorjax import fid  # pylint: disable=g-import-not-at-top
     fid_acc = fid.FidAccumulator(fid_variables, names=("model", "gray"), batch_size=fid_batch_size)
-  for name, rgb in tqdm(images, desc="eval", unit="img", disable=not progress):
-    if protocol == "center":
-      rgb = _center_crop(rgb, size)
-    small = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
-    l_small = color.rgb_to_lab(small)[None, ..., :1]
-    ab = colorizer(l_small)[0]
-    ab_full = color.resize_ab_bilinear(ab, *rgb.shape[:2])
-    l_full = color.rgb_to_lab(rgb)[..., :1]
-    results = compare_to_truth(jnp.asarray(l_full[None]), jnp.asarray(ab_full[None]),
-                               jnp.asarray(rgb[None]), jnp.ones((1,), bool))
-    acc.add(results, [name], [True])
-    if fid_acc is not None:
-      def as_rgb(ab):
-        return color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l_full, ab], -1)))
-      fid_acc.add(rgb, model=as_rgb(ab_full), gray=as_rgb(np.zeros_like(ab_full)))
+  total = len(images) if hasattr(images, "__len__") else None
+  bar = tqdm(total=total, desc="eval", unit="img", disable=not progress)
+  # (name, ground truth kept for FID or None, future of image_results), in input order.
+  pending = collections.deque()
+
+  def collect(keep: int) -> None:
+    while len(pending) > keep:
+      name, true_rgb, future = pending.popleft()
+      try:
+        row, hists, result_images = future.result()
+      except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+      acc.add_row(name, row, hists)
+      if fid_acc is not None:
+        fid_acc.add(true_rgb, model=result_images[0], gray=result_images[1])
+      bar.update(1)
+
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool, bar:
+    chunks = _chunks(images, batch_size)
+
+    def submit(chunk):
+      return None if chunk is None else (chunk, [pool.submit(_prepare, rgb, protocol, size)
+                                                 for _, rgb in chunk])
+
+    loading = submit(next(chunks, None))
+    model_batch = batch_size if loading is None else min(batch_size, len(loading[0]))
+    while loading is not None:
+      chunk, prepared = loading
+      prepared = [p.result() for p in prepared]
+      loading = submit(next(chunks, None))
+      l_BSS1 = np.zeros((model_batch, size, size, 1), np.float32)
+      for j, (_, l_SS1) in enumerate(prepared):
+        l_BSS1[j] = l_SS1
+      prediction_BhwC = colorization.predict(colorizer, l_BSS1)
+      for j, ((name, _), (rgb, _)) in enumerate(zip(chunk, prepared)):
+        future = pool.submit(image_results, rgb, prediction_BhwC[j], is_rgb, fid_acc is not None)
+        pending.append((name, rgb if fid_acc is not None else None, future))
+      del chunk, prepared
+      # The metrics of this batch run while the next one is predicted; older ones are collected.
+      collect(keep=model_batch)
+    collect(keep=0)
   result = acc.result(protocol)
+  result["output"] = "rgb" if is_rgb else "ab"
   if fid_acc is not None:
     if len(acc.rows) < 2:
       raise ValueError("FID needs at least 2 evaluated images")
@@ -285,4 +405,5 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
     result["fid_protocol"] = ("colorized vs their own ground truths, each at the evaluated "
                               "resolution resized to 299x299 (pytorch-fid preprocessing); not "
                               "comparable with ImageNet FID-5K/50K numbers")
+  acc.seconds = time.perf_counter() - start
   return result, acc
