@@ -47,9 +47,12 @@ def per_bin_error_histogram(ab_pred_BHW2, ab_true_BHW2, valid_B) -> jax.Array:
   return hist.reshape(color.Q, _NUM_T + 1)
 
 
-def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B) -> dict[str, jax.Array]:
+def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B,
+                     rgb_pred_BHW3=None) -> dict[str, jax.Array]:
   """Metrics of a prediction and of the gray baseline for one batch (jit-able).
 
+  The model's RGB is its ab joined with the true L, or `rgb_pred_BHW3` (in [0, 1]) for a model
+  that predicts RGB; then `ab_pred_BHW2` must be the ab of that RGB.
   Returns per-image arrays `model/<key>`, `gray/<key>`, `truth/colorfulness` and the per-bin
   error histograms `model/hist`, `gray/hist` (padding images, valid=False, count nothing).
   """
@@ -59,7 +62,10 @@ def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B) -> dict[str, 
   # The gray baseline as ab*0 rather than a constant zeros array: XLA would otherwise spend
   # seconds constant-folding the metrics of the constant.
   for name, ab in (("model", ab_pred_BHW2), ("gray", ab_pred_BHW2 * 0.0)):
-    rgb = color.lab_to_rgb(jnp.concatenate([l_BHW1, ab], axis=-1))
+    if name == "model" and rgb_pred_BHW3 is not None:
+      rgb = rgb_pred_BHW3.astype(jnp.float32)
+    else:
+      rgb = color.lab_to_rgb(jnp.concatenate([l_BHW1, ab], axis=-1))
     out[f"{name}/psnr"] = metrics.psnr(rgb, true_rgb)
     out[f"{name}/ssim"] = metrics.ssim(rgb, true_rgb)
     out[f"{name}/mse"] = metrics.mse(rgb, true_rgb)
@@ -157,9 +163,15 @@ def flatten(result: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]
 def _eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
+  if inference.predicts_rgb(model_cfg):
+    rgb = inference.predict_rgb(generator, variables, l, model_cfg)
+    rgb = inference.resize_ab_to(rgb, *rgb_BHW3.shape[1:3])
+    ab = color.rgb_to_lab(rgb)[..., 1:]
+    return compare_to_truth(l, ab, rgb_BHW3, valid_B, rgb), rgb
   ab = inference.predict_ab(generator, variables, l, model_cfg)
   ab = inference.resize_ab_to(ab, *rgb_BHW3.shape[1:3])
-  return compare_to_truth(l, ab, rgb_BHW3, valid_B), ab
+  return compare_to_truth(l, ab, rgb_BHW3, valid_B), color.lab_to_rgb(
+      jnp.concatenate([l, ab], axis=-1))
 
 
 def eval_variables(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,10 +212,10 @@ class Evaluator:
       lo, hi = _process_slice(self.batch_size)
       global_batch = sharding.shard_batch(
           {"rgb": batch["rgb"][lo:hi], "valid": valid[lo:hi]}, self.mesh)
-      results, ab = self._step(variables, global_batch["rgb"], global_batch["valid"])
+      results, model_rgb = self._step(variables, global_batch["rgb"], global_batch["valid"])
       acc.add(results, batch["name"], valid)
       if len(grid_rows) < self.config.train.samples:
-        grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(ab)), valid,
+        grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(model_rgb)), valid,
                                 self.config.train.samples - len(grid_rows))
     result = acc.result("center")
     flat = flatten(result)
@@ -225,17 +237,17 @@ def _process_slice(global_batch: int) -> tuple[int, int]:
   return jax.process_index() * per, (jax.process_index() + 1) * per
 
 
-def _grid_rows(rgb_BHW3, ab_BHW2, valid, n):
+def _grid_rows(rgb_BHW3, model_rgb_BHW3, valid, n):
   rows = []
-  for rgb, ab, ok in zip(rgb_BHW3, ab_BHW2, valid):
+  for rgb, model_rgb, ok in zip(rgb_BHW3, model_rgb_BHW3, valid):
     if len(rows) == n:
       break
     if not ok:
       continue
     l = color.rgb_to_lab(rgb)[..., :1]
-    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, np.zeros_like(ab)], -1)))
-    model = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, ab], -1)))
-    rows.append((gray, model, rgb))
+    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, np.zeros_like(l)[..., [0, 0]]],
+                                                              -1)))
+    rows.append((gray, color.rgb_to_uint8(model_rgb), rgb))
   return rows
 
 
