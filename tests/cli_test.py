@@ -29,7 +29,8 @@ def test_train_eval_colorize_prior(small_photos, tmp_path, capsys):
   assert cli.main(["eval", "--checkpoint", str(workdir), "--data", str(small_photos),
                    "--out", str(out), "--size", "32"]) == 0
   result = json.loads(out.read_text())
-  assert result["images"] == 5 and result["protocol"] == "full"
+  assert result["images"] == 5 and result["protocol"] == "full" and result["output"] == "ab"
+  assert "images/s" in capsys.readouterr().out
   for section in ("model", "gray"):
     assert {"psnr", "ssim", "mse", "auc", "auc_rebalanced", "colorfulness",
             "top1_bin_accuracy"} <= set(result[section])

@@ -249,3 +249,22 @@ def test_rgb_model_is_evaluated_from_its_rgb(photos_dir):
         skmetrics.peak_signal_noise_ratio(rgb / 255.0, pred, data_range=1.0), abs=1e-3)
     assert row["model/colorfulness"] == pytest.approx(0.3 * np.hypot(
         255 * (red[0] - red[1]), 255 * (0.5 * (red[0] + red[1]) - red[2])), rel=1e-4)
+
+
+def test_periodic_eval_of_an_rgb_model_measures_its_rgb(photos_dir):
+  import functools  # pylint: disable=g-import-not-at-top
+  from colorjax import config as config_lib, metrics, models  # pylint: disable=g-import-not-at-top
+  model_cfg = dict(config_lib.load_config("seed003_unet_rgb:tiny").model)
+  generator = models.create_generator(model_cfg, 32)
+  variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
+      jax.random.key(0, impl="rbg"))
+  rgb = np.stack(_images(photos_dir, 2, 32))
+  step = jax.jit(functools.partial(evaluate._eval_step, generator=generator, model_cfg=model_cfg))
+  results, model_rgb = step(variables, jnp.asarray(rgb), jnp.ones((2,), bool))
+  model_rgb = np.asarray(model_rgb)
+  # The random model's own picture: its lightness is not the photo's (no join with the true L)...
+  l_error = np.abs(color.rgb_to_lab(model_rgb)[..., 0] - color.rgb_to_lab(rgb)[..., 0])
+  assert l_error.mean() > 5
+  # ...and it is what is measured.
+  np.testing.assert_allclose(results["model/psnr"], metrics.psnr(model_rgb, rgb), rtol=1e-4)
+  np.testing.assert_allclose(results["model/mse"], metrics.mse(model_rgb, rgb), rtol=1e-4)
