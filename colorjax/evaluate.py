@@ -245,8 +245,8 @@ def _grid_rows(rgb_BHW3, model_rgb_BHW3, valid, n):
     if not ok:
       continue
     l = color.rgb_to_lab(rgb)[..., :1]
-    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, np.zeros_like(l)[..., [0, 0]]],
-                                                              -1)))
+    zero_ab = np.zeros(l.shape[:-1] + (2,), l.dtype)
+    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, zero_ab], -1)))
     rows.append((gray, color.rgb_to_uint8(model_rgb), rgb))
   return rows
 
@@ -292,7 +292,7 @@ def image_results(true_rgb_HW3: np.ndarray, prediction_hwC: np.ndarray, is_rgb: 
   """
   height, width = true_rgb_HW3.shape[:2]
   true_rgb = np.asarray(true_rgb_HW3, np.float32) / 255.0
-  true_lab = color.rgb_to_lab(true_rgb)
+  true_lab = color.rgb_to_lab(np.asarray(true_rgb_HW3))  # uint8: linearised by table look-up
   l, true_ab = true_lab[..., :1], true_lab[..., 1:]
   upsampled = color.resize_ab_bilinear(prediction_hwC, height, width)
   if is_rgb:
