@@ -96,7 +96,8 @@ def cmd_eval(args) -> int:
   result, acc = evaluate.evaluate_images(colorizer, pairs(), protocol=args.protocol,
                                          size=args.size, prior=given_prior,
                                          fid_variables=fid_variables,
-                                         fid_batch_size=args.fid_batch_size)
+                                         fid_batch_size=args.fid_batch_size,
+                                         batch_size=args.batch_size)
   result["skipped"] = len(failed)
   csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
   acc.write(result, args.out, csv_path)
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--fid-weights", help="pytorch-fid Inception weights file "
                  "(pt_inception-2015-12-05-6726825d.pth) to add FID; see colorjax/fid.py")
   p.add_argument("--fid-batch-size", type=int, default=16)
+  p.add_argument("--batch-size", type=int, default=8, help="photos per model call")
 
   p = sub.add_parser("report", help="HTML + Markdown comparison of runs, and a "
                      "'which one is real?' game page")

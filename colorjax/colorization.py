@@ -11,6 +11,8 @@ The pipeline is the one of the ECCV16 public release's demo, applied to any colo
      then convert Lab -> RGB (`colorjax.color.colorize_with_ab`, computed in strips).
 
 So the output has the input's size and exactly its lightness; only the chroma comes from the model.
+A model that predicts RGB (`model.output='rgb'`) skips step 4's join: its own RGB is upsampled
+bilinearly to the original size and is the result.
 
 In a notebook::
 
