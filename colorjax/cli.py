@@ -115,7 +115,8 @@ def cmd_eval(args) -> int:
   result, acc = evaluate.evaluate_images(colorizer, pairs(), protocol=args.protocol,
                                          size=args.size, prior=given_prior,
                                          fid_variables=fid_variables,
-                                         fid_batch_size=args.fid_batch_size)
+                                         fid_batch_size=args.fid_batch_size,
+                                         batch_size=args.batch_size)
   result["skipped"] = len(failed)
   result["skipped_files"] = failed
   csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
@@ -125,8 +126,10 @@ def cmd_eval(args) -> int:
     fid_text = f"  FID {r['fid']:.2f}" if "fid" in r else ""
     print(f"{name:>5}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  AuC {r['auc']:.4f}  "
           f"AuC(rebal) {r['auc_rebalanced']:.4f}  colorfulness {r['colorfulness']:.1f}{fid_text}")
-  print(f"{result['images']} images ({result['protocol']} protocol), {len(failed)} skipped; "
-        f"wrote {args.out} and {csv_path}")
+  print(f"{result['images']} images ({result['protocol']} protocol, from the model's "
+        f"{result['output']}), {len(failed)} skipped, in {acc.seconds:.1f} s "
+        f"({result['images'] / max(acc.seconds, 1e-9):.2f} images/s); wrote {args.out} and "
+        f"{csv_path}")
   return 0
 
 
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--fid-weights", type=_path, help="pytorch-fid Inception weights file "
                  "(pt_inception-2015-12-05-6726825d.pth) to add FID; see colorjax/fid.py")
   p.add_argument("--fid-batch-size", type=int, default=16)
+  p.add_argument("--batch-size", type=int, default=8, help="photos per model call")
 
   p = sub.add_parser("report", help="HTML + Markdown comparison of runs, and a "
                      "'which one is real?' game page")

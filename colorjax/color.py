@@ -71,17 +71,44 @@ def _as_float_rgb(rgb):
 # ----------------------------------------------------------------------------------------------
 
 
+def _srgb_to_linear(rgb):
+  return _xp(rgb).where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+# Linear RGB of each 8-bit sRGB level, by the formula above: a look-up gives the same float32
+# values as computing it per pixel.
+_LINEAR_OF_UINT8 = _srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0).astype(np.float32)
+
+
+def _linear_rgb(rgb):
+  if _xp(rgb) is np and rgb.dtype == np.uint8:
+    return _LINEAR_OF_UINT8[rgb]
+  return _srgb_to_linear(_as_float_rgb(rgb))
+
+
 def rgb_to_lab(rgb):
   """sRGB (`...3`, float in [0, 1] or uint8) -> CIELAB float32 (L in [0, 100]), D65."""
   xp = _xp(rgb)
-  rgb = _as_float_rgb(rgb)
-  linear = xp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+  linear = _linear_rgb(rgb)
   xyz = linear @ xp.asarray((_XYZ_FROM_RGB.T / _D65_WHITE).astype(np.float32))
   f = xp.where(xyz > _LAB_EPSILON, xp.cbrt(xp.maximum(xyz, _LAB_EPSILON)),
                _LAB_KAPPA_SLOPE * xyz + 16.0 / 116.0)
   fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
   lab = xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
   return lab.astype(xp.float32)
+
+
+def lightness(rgb):
+  """`rgb_to_lab(rgb)[..., :1]` (the same float32 values), computing only what L needs; numpy.
+
+  Only the Y row of XYZ goes through the cube root: a few times faster than the whole conversion.
+  (Both look up the linear RGB of a uint8 image in a table.)
+  """
+  linear = _linear_rgb(np.asarray(rgb))
+  y = np.ascontiguousarray((linear @ (_XYZ_FROM_RGB.T / _D65_WHITE).astype(np.float32))[..., 1:2])
+  fy = np.where(y > _LAB_EPSILON, np.cbrt(np.maximum(y, _LAB_EPSILON)),
+                _LAB_KAPPA_SLOPE * y + 16.0 / 116.0)
+  return (116.0 * fy - 16.0).astype(np.float32)
 
 
 def lab_to_rgb(lab):
@@ -163,6 +190,41 @@ def nearest_bin(ab):
   """Index (int32, `...`) of the ECCV16 bin nearest to each ab value (`...2`, Lab units)."""
   xp = _xp(ab)
   return xp.argmin(_squared_distances_to_bins(ab), axis=-1).astype(xp.int32)
+
+
+def _make_grid_to_bin() -> np.ndarray:
+  table = np.full((len(_ECCV16_B_RANGES) + 2, 24), -1, np.int32)
+  for i, (a, b) in enumerate(AB_BINS.astype(np.int64)):
+    table[a // 10 + 10, b // 10 + 12] = i
+  return table
+
+
+# Bin index of each point of the 10-unit ab grid (a = -100..110 on axis 0, b = -120..110 on axis
+# 1), -1 where the grid point is not a bin; a border of -1 around the gamut.
+_GRID_TO_BIN = _make_grid_to_bin()
+
+
+def nearest_bin_numpy(ab) -> np.ndarray:
+  """`nearest_bin` for host numpy arrays, exactly (float64 distances) and without a 313-way search.
+
+  The bin centres lie on a 10-unit grid, so the grid point nearest to an ab value (each coordinate
+  rounded) is its nearest bin whenever that point is a bin; a tie goes to the lower coordinate,
+  which is the first of the tied bins in the official order, as `argmin` picks. The values whose
+  rounded point is outside the gamut (few, at its border) are searched over all 313 bins.
+  """
+  ab = np.asarray(ab)
+  shape = ab.shape[:-1]
+  ab = ab.reshape(-1, 2).astype(np.float64)
+  # ceil(x - 0.5) rounds halves down; NaN and far-off values land on the -1 border.
+  a = np.clip(np.nan_to_num(np.ceil(ab[:, 0] / 10.0 - 0.5), nan=-99), -10, 11).astype(np.int64)
+  b = np.clip(np.nan_to_num(np.ceil(ab[:, 1] / 10.0 - 0.5), nan=-99), -12, 11).astype(np.int64)
+  bins = _GRID_TO_BIN[a + 10, b + 12]
+  outside = np.flatnonzero(bins < 0)
+  for start in range(0, outside.size, 1 << 14):  # bounded (n, 313) temporaries
+    chunk = outside[start:start + (1 << 14)]
+    d2 = np.sum((ab[chunk, None, :] - AB_BINS.astype(np.float64)) ** 2, axis=-1)
+    bins[chunk] = np.argmin(d2, axis=-1)
+  return bins.reshape(shape)
 
 
 def soft_encode(ab, k: int = 5, sigma: float = 5.0):

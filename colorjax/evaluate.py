@@ -14,13 +14,18 @@ unless one is given, accumulated in one pass as per-bin error histograms.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
 import dataclasses
 import functools
+import itertools
 import json
 import logging
+import os
 import pathlib
-from typing import Any, Iterable, Mapping
+import time
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +48,12 @@ def per_bin_error_histogram(ab_pred_BHW2, ab_true_BHW2, valid_B) -> jax.Array:
   return hist.reshape(color.Q, _NUM_T + 1)
 
 
-def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B) -> dict[str, jax.Array]:
+def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B,
+                     rgb_pred_BHW3=None) -> dict[str, jax.Array]:
   """Metrics of a prediction and of the gray baseline for one batch (jit-able).
 
+  The model's RGB is its ab joined with the true L, or `rgb_pred_BHW3` (in [0, 1]) for a model
+  that predicts RGB; then `ab_pred_BHW2` must be the ab of that RGB.
   Returns per-image arrays `model/<key>`, `gray/<key>`, `truth/colorfulness` and the per-bin
   error histograms `model/hist`, `gray/hist` (padding images, valid=False, count nothing).
   """
@@ -55,7 +63,10 @@ def compare_to_truth(l_BHW1, ab_pred_BHW2, rgb_true_BHW3, valid_B) -> dict[str, 
   # The gray baseline as ab*0 rather than a constant zeros array: XLA would otherwise spend
   # seconds constant-folding the metrics of the constant.
   for name, ab in (("model", ab_pred_BHW2), ("gray", ab_pred_BHW2 * 0.0)):
-    rgb = color.lab_to_rgb(jnp.concatenate([l_BHW1, ab], axis=-1))
+    if name == "model" and rgb_pred_BHW3 is not None:
+      rgb = rgb_pred_BHW3.astype(jnp.float32)
+    else:
+      rgb = color.lab_to_rgb(jnp.concatenate([l_BHW1, ab], axis=-1))
     out[f"{name}/psnr"] = metrics.psnr(rgb, true_rgb)
     out[f"{name}/ssim"] = metrics.ssim(rgb, true_rgb)
     out[f"{name}/mse"] = metrics.mse(rgb, true_rgb)
@@ -72,6 +83,13 @@ class Accumulator:
   prior: np.ndarray | None = None
   rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   hists: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  seconds: float = 0.0
+
+  def add_row(self, name: str, row: Mapping[str, float], hists: Mapping[str, np.ndarray]) -> None:
+    """One image's results (`image_results`)."""
+    for key in ("model/hist", "gray/hist"):
+      self.hists[key] = self.hists.get(key, 0) + np.asarray(hists[key], np.float64)
+    self.rows.append({"image": name, **row})
 
   def add(self, results: Mapping[str, Any], names: Iterable[str], valid) -> None:
     results = jax.device_get(results)
@@ -146,9 +164,15 @@ def flatten(result: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]
 def _eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
+  if inference.predicts_rgb(model_cfg):
+    rgb = inference.predict_rgb(generator, variables, l, model_cfg)
+    rgb = inference.resize_ab_to(rgb, *rgb_BHW3.shape[1:3])
+    ab = color.rgb_to_lab(rgb)[..., 1:]
+    return compare_to_truth(l, ab, rgb_BHW3, valid_B, rgb), rgb
   ab = inference.predict_ab(generator, variables, l, model_cfg)
   ab = inference.resize_ab_to(ab, *rgb_BHW3.shape[1:3])
-  return compare_to_truth(l, ab, rgb_BHW3, valid_B), ab
+  return compare_to_truth(l, ab, rgb_BHW3, valid_B), color.lab_to_rgb(
+      jnp.concatenate([l, ab], axis=-1))
 
 
 def eval_variables(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,10 +213,10 @@ class Evaluator:
       lo, hi = _process_slice(self.batch_size)
       global_batch = sharding.shard_batch(
           {"rgb": batch["rgb"][lo:hi], "valid": valid[lo:hi]}, self.mesh)
-      results, ab = self._step(variables, global_batch["rgb"], global_batch["valid"])
+      results, model_rgb = self._step(variables, global_batch["rgb"], global_batch["valid"])
       acc.add(results, batch["name"], valid)
       if len(grid_rows) < self.config.train.samples:
-        grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(ab)), valid,
+        grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(model_rgb)), valid,
                                 self.config.train.samples - len(grid_rows))
     if not acc.rows:  # every eval file unreadable: the run goes on, without eval metrics
       logging.getLogger("colorjax").warning(
@@ -219,17 +243,17 @@ def _process_slice(global_batch: int) -> tuple[int, int]:
   return jax.process_index() * per, (jax.process_index() + 1) * per
 
 
-def _grid_rows(rgb_BHW3, ab_BHW2, valid, n):
+def _grid_rows(rgb_BHW3, model_rgb_BHW3, valid, n):
   rows = []
-  for rgb, ab, ok in zip(rgb_BHW3, ab_BHW2, valid):
+  for rgb, model_rgb, ok in zip(rgb_BHW3, model_rgb_BHW3, valid):
     if len(rows) == n:
       break
     if not ok:
       continue
     l = color.rgb_to_lab(rgb)[..., :1]
-    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, np.zeros_like(ab)], -1)))
-    model = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, ab], -1)))
-    rows.append((gray, model, rgb))
+    zero_ab = np.zeros(l.shape[:-1] + (2,), l.dtype)
+    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, zero_ab], -1)))
+    rows.append((gray, color.rgb_to_uint8(model_rgb), rgb))
   return rows
 
 
@@ -248,41 +272,149 @@ def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
   return resized[top:top + size, left:left + size]
 
 
+def _prepare(rgb_HW3: np.ndarray, protocol: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(the image evaluated, the model's input L) for one photo."""
+  from colorjax import colorization  # pylint: disable=g-import-not-at-top
+  if protocol == "center":
+    rgb_HW3 = _center_crop(rgb_HW3, size)
+  return rgb_HW3, colorization.model_input_l(rgb_HW3, size)
+
+
+def image_results(true_rgb_HW3: np.ndarray, prediction_hwC: np.ndarray, is_rgb: bool = False,
+                  with_images: bool = False):
+  """Metrics of one photo at its own resolution, of the model and of the gray baseline (numpy).
+
+  Args:
+    true_rgb_HW3: the ground truth, uint8 sRGB.
+    prediction_hwC: the model's prediction at its output resolution: ab in Lab units, or with
+      `is_rgb` its RGB in [0, 1]. It is upsampled bilinearly to the photo's size; ab is joined
+      with the photo's own L, an RGB prediction is the result itself (its ab, for the AuC and bin
+      accuracy, is that of its Lab).
+    with_images: also return the model's and the gray baseline's uint8 RGB (for FID).
+
+  Returns:
+    (row, hists, images): `row` has the same per-image keys as `compare_to_truth` (floats),
+    `hists` its `model/hist` and `gray/hist` (313, T+1) counts, `images` (model, gray) or None.
+  """
+  height, width = true_rgb_HW3.shape[:2]
+  true_rgb = np.asarray(true_rgb_HW3, np.float32) / 255.0
+  true_lab = color.rgb_to_lab(np.asarray(true_rgb_HW3))  # uint8: linearised by table look-up
+  l, true_ab = true_lab[..., :1], true_lab[..., 1:]
+  upsampled = color.resize_ab_bilinear(prediction_hwC, height, width)
+  if is_rgb:
+    model_rgb = np.clip(upsampled, 0.0, 1.0)
+    model_ab = color.rgb_to_lab(model_rgb)[..., 1:]
+  else:
+    model_ab = upsampled
+    model_rgb = color.lab_to_rgb(np.concatenate([l, model_ab], axis=-1))
+  gray_ab = np.zeros_like(true_ab)
+  gray_rgb = color.lab_to_rgb(np.concatenate([l, gray_ab], axis=-1))
+  true_bins = color.nearest_bin_numpy(true_ab)
+  true_statistics = metrics.ssim_statistics(true_rgb)
+  row = {"truth/colorfulness": metrics.colorfulness_numpy(true_rgb)}
+  hists = {}
+  pixels = height * width
+  for name, rgb, ab in (("model", model_rgb, model_ab), ("gray", gray_rgb, gray_ab)):
+    mse = metrics.mse_numpy(rgb, true_rgb)
+    row[f"{name}/psnr"] = metrics.psnr_from_mse(mse)
+    row[f"{name}/ssim"] = metrics.ssim_numpy(rgb, true_rgb, true_statistics)
+    row[f"{name}/mse"] = mse
+    error = np.sqrt(np.sum(np.square(ab - true_ab), axis=-1))
+    first_t = np.searchsorted(metrics.AUC_THRESHOLDS, error, side="left")
+    hist = np.bincount((true_bins * (_NUM_T + 1) + first_t).ravel(),
+                       minlength=color.Q * (_NUM_T + 1)).reshape(color.Q, _NUM_T + 1)
+    within = np.cumsum(hist.sum(axis=0)[:_NUM_T])
+    row[f"{name}/auc"] = float(within.mean() / pixels)
+    row[f"{name}/colorfulness"] = metrics.colorfulness_numpy(rgb)
+    row[f"{name}/top1_bin_accuracy"] = float(
+        np.count_nonzero(color.nearest_bin_numpy(ab) == true_bins) / pixels)
+    hists[f"{name}/hist"] = hist
+  images = ((color.rgb_to_uint8(model_rgb), color.rgb_to_uint8(gray_rgb)) if with_images
+            else None)
+  return row, hists, images
+
+
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+  iterator = iter(items)
+  while chunk := list(itertools.islice(iterator, n)):
+    yield chunk
+
+
 def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, protocol: str = "full",
                     size: int | None = None, prior: np.ndarray | None = None,
                     progress: bool = True, fid_variables=None, fid_batch_size: int = 16,
+                    batch_size: int = 8, threads: int | None = None,
                     ) -> tuple[dict[str, Any], Accumulator]:
   """Evaluates a `inference.Colorizer` on (name, uint8 RGB) pairs; returns (result, accumulator).
+
+  The model predicts `batch_size` photos at a time (the last batch padded, so it compiles once);
+  each photo's metrics are computed at its own resolution in numpy (`image_results`) by `threads`
+  worker threads while the model predicts the next batch. Photos are read from `images` as they
+  are needed and dropped once measured, so memory does not grow with their number. A model that
+  predicts RGB is evaluated from its RGB (the result's "output" says "rgb"; else "ab").
+  `accumulator.seconds` is the wall time taken.
 
   With `fid_variables` (`fid.load_inception(path)`), the model and gray sections get an 'fid'
   against the ground truths (the paired protocol documented in `colorjax.fid`).
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from colorjax import colorization  # pylint: disable=g-import-not-at-top
   if protocol not in ("full", "center"):
     raise ValueError(f"protocol must be 'full' or 'center', got {protocol!r}")
+  if int(batch_size) != batch_size or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  start = time.perf_counter()
   size = size or colorizer.size
+  is_rgb = colorization.predicts_rgb(colorizer)
+  threads = threads or max(1, min(4, os.cpu_count() or 1))
   acc = Accumulator(prior=prior)
   fid_acc = None
   if fid_variables is not None:
     from colorjax import fid  # pylint: disable=g-import-not-at-top
     fid_acc = fid.FidAccumulator(fid_variables, names=("model", "gray"), batch_size=fid_batch_size)
-  for name, rgb in tqdm(images, desc="eval", unit="img", disable=not progress):
-    if protocol == "center":
-      rgb = _center_crop(rgb, size)
-    small = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
-    l_small = color.rgb_to_lab(small)[None, ..., :1]
-    ab = colorizer(l_small)[0]
-    ab_full = color.resize_ab_bilinear(ab, *rgb.shape[:2])
-    l_full = color.rgb_to_lab(rgb)[..., :1]
-    results = compare_to_truth(jnp.asarray(l_full[None]), jnp.asarray(ab_full[None]),
-                               jnp.asarray(rgb[None]), jnp.ones((1,), bool))
-    acc.add(results, [name], [True])
-    if fid_acc is not None:
-      def as_rgb(ab):
-        return color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l_full, ab], -1)))
-      fid_acc.add(rgb, model=as_rgb(ab_full), gray=as_rgb(np.zeros_like(ab_full)))
+  total = len(images) if hasattr(images, "__len__") else None
+  bar = tqdm(total=total, desc="eval", unit="img", disable=not progress)
+  # (name, ground truth kept for FID or None, future of image_results), in input order.
+  pending = collections.deque()
+
+  def collect(keep: int) -> None:
+    while len(pending) > keep:
+      name, true_rgb, future = pending.popleft()
+      try:
+        row, hists, result_images = future.result()
+      except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+      acc.add_row(name, row, hists)
+      if fid_acc is not None:
+        fid_acc.add(true_rgb, model=result_images[0], gray=result_images[1])
+      bar.update(1)
+
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool, bar:
+    chunks = _chunks(images, batch_size)
+
+    def submit(chunk):
+      return None if chunk is None else (chunk, [pool.submit(_prepare, rgb, protocol, size)
+                                                 for _, rgb in chunk])
+
+    loading = submit(next(chunks, None))
+    model_batch = batch_size if loading is None else min(batch_size, len(loading[0]))
+    while loading is not None:
+      chunk, prepared = loading
+      prepared = [p.result() for p in prepared]
+      loading = submit(next(chunks, None))
+      l_BSS1 = np.zeros((model_batch, size, size, 1), np.float32)
+      for j, (_, l_SS1) in enumerate(prepared):
+        l_BSS1[j] = l_SS1
+      prediction_BhwC = colorization.predict(colorizer, l_BSS1)
+      for j, ((name, _), (rgb, _)) in enumerate(zip(chunk, prepared)):
+        future = pool.submit(image_results, rgb, prediction_BhwC[j], is_rgb, fid_acc is not None)
+        pending.append((name, rgb if fid_acc is not None else None, future))
+      del chunk, prepared
+      # The metrics of this batch run while the next one is predicted; older ones are collected.
+      collect(keep=model_batch)
+    collect(keep=0)
   result = acc.result(protocol)
+  result["output"] = "rgb" if is_rgb else "ab"
   if fid_acc is not None:
     if len(acc.rows) < 2:
       raise ValueError("FID needs at least 2 evaluated images")
@@ -291,4 +423,5 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
     result["fid_protocol"] = ("colorized vs their own ground truths, each at the evaluated "
                               "resolution resized to 299x299 (pytorch-fid preprocessing); not "
                               "comparable with ImageNet FID-5K/50K numbers")
+  acc.seconds = time.perf_counter() - start
   return result, acc

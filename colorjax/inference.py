@@ -43,12 +43,31 @@ def predict_ab(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, 
   return output_to_ab(out, model_cfg)
 
 
+def predicts_rgb(model_cfg: Mapping[str, Any]) -> bool:
+  """Whether a model's output is a whole RGB image (model.output='rgb') rather than chroma."""
+  return model_cfg["output"] == "rgb"
+
+
+def predict_rgb(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
+  """Eval-mode prediction of an RGB model: L in [0, 100] -> its RGB in [0, 1] (tanh mapped by
+  (x + 1) / 2), at the generator's output resolution."""
+  if not predicts_rgb(model_cfg):
+    raise ValueError(f"predict_rgb needs a model with output 'rgb', not {model_cfg['output']!r}")
+  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
+  out = generator.apply(variables, l_norm, train=False).astype(jnp.float32)
+  return jnp.clip((out + 1.0) / 2.0, 0.0, 1.0)
+
+
 class Colorizer:
   """A loaded model ready to colorize: `colorizer(l_BHW1) -> ab_BhwC2`.
 
   Build it with `Colorizer.from_checkpoint(path)` (an exported model or a training workdir) or
   from a config and variables. The input is L in [0, 100] at `size x size`; the output is ab in
   Lab units at the model's output resolution (1/4 of the input for ECCV16).
+
+  `output` says what the model itself predicts: 'ab' (313 bins or ab), joined with the image's
+  own L to colorize it, or 'rgb' (a whole RGB image, `predict_rgb`), which is the colorized image
+  itself; calling an RGB model still gives the ab of its RGB.
   """
 
   def __init__(self, config: Mapping[str, Any], variables: Mapping[str, Any],
@@ -63,7 +82,11 @@ class Colorizer:
     self.size = int(config.get("data", {}).get("eval_size", 256))
     self.generator = models.create_generator(model_cfg, self.size)
     self.variables = jax.device_put(dict(variables))
+    self.output = "rgb" if predicts_rgb(model_cfg) else "ab"
     self._predict = jax.jit(functools.partial(predict_ab, self.generator, model_cfg=model_cfg))
+    self._predict_rgb = (jax.jit(functools.partial(predict_rgb, self.generator,
+                                                   model_cfg=model_cfg))
+                         if self.output == "rgb" else None)
 
   @classmethod
   def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
@@ -80,6 +103,12 @@ class Colorizer:
 
   def __call__(self, l_BHW1: np.ndarray) -> np.ndarray:
     return np.asarray(self._predict(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+
+  def predict_rgb(self, l_BHW1: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1], `(B, h, w, 3)`, of a model with `output == 'rgb'`."""
+    if self._predict_rgb is None:
+      raise ValueError(f"this model predicts {self.model_cfg['output']!r}, not RGB")
+    return np.asarray(self._predict_rgb(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
 
 
 def official_eccv16_config() -> dict[str, Any]:

@@ -268,6 +268,90 @@ def top1_bin_accuracy_from_logits(logits_BHWQ, ab_true_BHW2) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
+# One image of its own size on the host (numpy): `colorjax eval` at full resolution
+# ----------------------------------------------------------------------------------------------
+# The jax metrics above compile once per image shape; photos of mixed sizes would compile for
+# every photo. These take one HxWx3 float32 image in [0, 1] and compute the same values in numpy
+# (float32 maps, float64 sums), with nothing to compile.
+
+
+def _ssim_window() -> np.ndarray:
+  """dm-pix's 1-D Gaussian window: 11 taps, sigma 1.5, normalised to sum 1."""
+  offsets = np.arange(_SSIM_FILTER_SIZE, dtype=np.float64) - _SSIM_FILTER_SIZE // 2
+  window = np.exp(-0.5 * (offsets / 1.5) ** 2)
+  return (window / window.sum()).astype(np.float32)
+
+
+_SSIM_WINDOW = _ssim_window()
+
+
+def _blur_valid(image_HWC: np.ndarray) -> np.ndarray:
+  """Separable Gaussian blur over the positions where the whole window fits (dm-pix's 'valid')."""
+  import scipy.ndimage  # pylint: disable=g-import-not-at-top
+  half = _SSIM_FILTER_SIZE // 2
+  rows = scipy.ndimage.correlate1d(image_HWC, _SSIM_WINDOW, axis=0, mode="constant")
+  rows = rows[half:image_HWC.shape[0] - half]
+  out = scipy.ndimage.correlate1d(rows, _SSIM_WINDOW, axis=1, mode="constant")
+  return out[:, half:image_HWC.shape[1] - half]
+
+
+def ssim_statistics(rgb_HW3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The blurred mean and blurred square of an image, to share between several `ssim_numpy`."""
+  rgb = np.asarray(rgb_HW3, np.float32)
+  return _blur_valid(rgb), _blur_valid(rgb * rgb)
+
+
+def ssim_numpy(pred_rgb_HW3, true_rgb_HW3, true_statistics=None) -> float:
+  """`ssim` of one image pair in numpy (same window, constants and variance clipping as dm-pix).
+
+  `true_statistics` (`ssim_statistics(true_rgb_HW3)`) saves recomputing the ground truth's part
+  when several predictions are compared with one truth.
+  """
+  pred = np.asarray(pred_rgb_HW3, np.float32)
+  true = np.asarray(true_rgb_HW3, np.float32)
+  if pred.shape != true.shape or pred.ndim != 3:
+    raise ValueError(f"pred_rgb, true_rgb: expected two HxWxC images of one shape, got "
+                     f"{pred.shape} and {true.shape}")
+  if min(pred.shape[:2]) < _SSIM_FILTER_SIZE:
+    raise ValueError(f"ssim: images must be at least {_SSIM_FILTER_SIZE}x{_SSIM_FILTER_SIZE} "
+                     f"pixels, got {pred.shape[0]}x{pred.shape[1]}")
+  mu_true, blur_true2 = true_statistics or ssim_statistics(true)
+  mu_pred, blur_pred2 = ssim_statistics(pred)
+  blur_cross = _blur_valid(pred * true)
+  mu_pp, mu_tt, mu_pt = mu_pred * mu_pred, mu_true * mu_true, mu_pred * mu_true
+  epsilon = np.finfo(np.float32).eps ** 2
+  var_pred = np.maximum(epsilon, blur_pred2 - mu_pp)
+  var_true = np.maximum(epsilon, blur_true2 - mu_tt)
+  cov = blur_cross - mu_pt
+  cov = np.sign(cov) * np.minimum(np.sqrt(var_pred * var_true), np.abs(cov))
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  ssim_map = ((2 * mu_pt + c1) * (2 * cov + c2)) / ((mu_pp + mu_tt + c1) * (var_pred + var_true + c2))
+  return float(np.mean(ssim_map, dtype=np.float64))
+
+
+def mse_numpy(pred_rgb_HW3, true_rgb_HW3) -> float:
+  """`mse` of one image pair in numpy."""
+  diff = np.asarray(pred_rgb_HW3, np.float32) - np.asarray(true_rgb_HW3, np.float32)
+  return float(np.mean(np.square(diff), dtype=np.float64))
+
+
+def psnr_from_mse(mse_value: float) -> float:
+  """PSNR in dB with peak 1 from a mean squared error; 0 error gives inf."""
+  return float("inf") if mse_value == 0 else float(-10.0 * np.log10(mse_value))
+
+
+def colorfulness_numpy(rgb_HW3) -> float:
+  """`colorfulness` of one image in numpy."""
+  rgb = np.asarray(rgb_HW3, np.float32) * 255.0
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  rg = r - g
+  yb = 0.5 * (r + g) - b
+  spread = np.sqrt(np.var(rg, dtype=np.float64) + np.var(yb, dtype=np.float64))
+  offset = np.sqrt(np.mean(rg, dtype=np.float64) ** 2 + np.mean(yb, dtype=np.float64) ** 2)
+  return float(spread + 0.3 * offset)
+
+
+# ----------------------------------------------------------------------------------------------
 # All per-image metrics
 # ----------------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def small_photos(photos_dir, tmp_path):
 
 
 def test_train_resume_eval_colorize_prior_prepare_report_with_relative_paths(
-    small_photos, tmp_path, monkeypatch):
+    small_photos, tmp_path, monkeypatch, capsys):
   # Every path relative to the current directory, as a user types them (Orbax itself refuses
   # relative paths: the default `--workdir workdir` once crashed at the first checkpoint).
   monkeypatch.chdir(tmp_path)
@@ -48,7 +48,8 @@ def test_train_resume_eval_colorize_prior_prepare_report_with_relative_paths(
   assert cli.main(["eval", "--checkpoint", "wd", "--data", photos, "--out", "m.json",
                    "--size", "32"]) == 0
   result = json.loads((tmp_path / "m.json").read_text())
-  assert result["images"] == 5 and result["protocol"] == "full"
+  assert result["images"] == 5 and result["protocol"] == "full" and result["output"] == "ab"
+  assert "images/s" in capsys.readouterr().out
   for section in ("model", "gray"):
     assert {"psnr", "ssim", "mse", "auc", "auc_rebalanced", "colorfulness",
             "top1_bin_accuracy"} <= set(result[section])

@@ -194,6 +194,27 @@ def test_nearest_bin_agrees_with_brute_force():
   np.testing.assert_allclose(chosen[..., 0], distances.min(-1), atol=1e-4)
 
 
+def test_nearest_bin_numpy_is_the_exact_nearest_bin_and_takes_the_first_of_ties():
+  rng = np.random.default_rng(7)
+  # Everywhere in and far outside the gamut, and on the half-way lines between bin centres
+  # (multiples of 5), where two or four bins tie and argmin takes the first in the bin order.
+  random = rng.uniform(-140, 140, (60, 50, 2)).astype(np.float32)
+  ties = np.stack(np.meshgrid(np.arange(-125, 126, 5.0), np.arange(-125, 126, 5.0)), -1)
+  for ab in (random, ties.astype(np.float32), color.AB_BINS):
+    expected = np.argmin(_brute_force_distances(ab), axis=-1)
+    got = color.nearest_bin_numpy(ab)
+    assert got.shape == ab.shape[:-1]
+    np.testing.assert_array_equal(got, expected)
+  assert color.nearest_bin_numpy(np.array([np.nan, 0.0])) == 0  # as argmin over NaN distances
+
+
+def test_lightness_is_rgb_to_lab_l_exactly(photos_dir):
+  photo = np.asarray(Image.open(photos_dir / "data_butterfly.jpg").convert("RGB"))
+  for rgb in (photo, photo[::3, 1::2], photo.astype(np.float32) / 255.0,
+              np.random.default_rng(8).uniform(0, 1, (7, 5, 3)).astype(np.float32)):
+    np.testing.assert_array_equal(color.lightness(rgb), color.rgb_to_lab(rgb)[..., :1])
+
+
 @pytest.mark.parametrize("k, sigma", [(5, 5.0), (10, 5.0), (3, 8.0), (1, 5.0)])
 def test_soft_encode_gaussian_on_k_nearest(k, sigma):
   rng = np.random.default_rng(5)

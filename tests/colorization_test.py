@@ -130,6 +130,68 @@ def test_real_model_output_has_chroma_from_the_model(photos_dir, colorizer):
   np.testing.assert_allclose(ab_out.mean(axis=(0, 1)), ab_hw2.mean(axis=(0, 1)), atol=1.5)
 
 
+def test_folder_pngs_equal_the_straightforward_per_image_path(photos_dir, tmp_path, colorizer):
+  """The batched, threaded, strip-wise pipeline (L by look-up, cache-sized strips) writes the same
+  pixels as colorizing each photo alone with the whole-image conversions of `colorjax.color`."""
+  sources = _photo_tree(photos_dir, tmp_path / "in")  # 4 photos of different sizes
+  rng = np.random.default_rng(0)
+
+  def one_at_a_time(l_BHW1):
+    # XLA's float results may depend on the batch size in the last bit; this compares the host
+    # side, so the model sees each photo alone in both pipelines.
+    return np.concatenate([colorizer(l_BHW1[i:i + 1]) for i in range(len(l_BHW1))])
+
+  one_at_a_time.size = SIZE
+  models_ = {"random_eccv16": one_at_a_time,
+             "saturated_ab": FixedAB(rng.uniform(-90, 90, (8, 8, 2)))}  # much out of gamut
+  for name, model in models_.items():
+    colorization.colorize_paths([tmp_path / "in"], tmp_path / name, model, batch_size=3,
+                                progress=False)
+    for src in sources:
+      rgb = np.asarray(Image.open(src).convert("RGB"))
+      small = np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.BICUBIC))
+      ab_hw2 = model(color.rgb_to_lab(small)[None, ..., :1])[0]
+      expected = color.colorize_with_ab(rgb, ab_hw2)
+      out = (tmp_path / name / src.relative_to(tmp_path / "in")).with_suffix(".png")
+      with Image.open(out) as result:
+        np.testing.assert_array_equal(np.asarray(result), expected, err_msg=f"{name} {src.name}")
+
+
+class FixedRGB:
+  """A stand-in model that predicts RGB: one RGB map in [0, 1] for every image."""
+  output = "rgb"
+
+  def __init__(self, rgb_hw3, size=SIZE):
+    self.rgb_hw3 = np.asarray(rgb_hw3, np.float32)
+    self.size = size
+
+  def predict_rgb(self, l_BHW1):
+    return np.broadcast_to(self.rgb_hw3, (l_BHW1.shape[0],) + self.rgb_hw3.shape).copy()
+
+  def __call__(self, l_BHW1):
+    raise AssertionError("an RGB model's picture is used, not its ab")
+
+
+def test_rgb_model_output_is_its_upsampled_rgb_not_joined_with_the_input_lightness(
+    photos_dir, tmp_path):
+  torch = pytest.importorskip("torch")
+  src = _photo_tree(photos_dir, tmp_path / "in")[:2]
+  rgb_hw3 = np.random.default_rng(1).uniform(0, 1, (5, 4, 3)).astype(np.float32)
+  report = colorization.colorize_paths(src, tmp_path / "out", FixedRGB(rgb_hw3), progress=False)
+  assert report.failed == []
+  for path, out in zip(src, report.written):
+    with Image.open(path) as original, Image.open(out) as result:
+      height, width = original.height, original.width
+      got = np.asarray(result)
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(rgb_hw3).permute(2, 0, 1)[None], size=(height, width), mode="bilinear",
+        align_corners=False)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, np.round(upsampled * 255), atol=1)
+  # One image in a notebook gives the same picture.
+  single = colorization.colorize(src[0], FixedRGB(rgb_hw3))
+  np.testing.assert_array_equal(single, np.asarray(Image.open(report.written[0])))
+
+
 def test_progress_bar_on_stderr_only_when_asked(photos_dir, tmp_path, capsys):
   src = _photo_tree(photos_dir, tmp_path / "in")[:2]
   fake = FixedAB(np.zeros((8, 8, 2)))

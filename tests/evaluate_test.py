@@ -2,11 +2,13 @@
 import csv
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import color as skcolor
+from skimage import metrics as skmetrics
 
 from colorjax import color, evaluate
 
@@ -76,7 +78,7 @@ def test_perfect_prediction_scores_one_and_writes_json_and_csv(photos_dir, tmp_p
     size = 32
 
     def __call__(self, l_BHW1):
-      return lab[None, ..., 1:]
+      return np.broadcast_to(lab[..., 1:], l_BHW1.shape[:1] + lab[..., 1:].shape)
 
   result, acc = evaluate.evaluate_images(Oracle(), [("a/b.png", rgb)], protocol="full",
                                          progress=False)
@@ -114,3 +116,155 @@ def test_fid_is_added_for_model_and_gray(photos_dir):
   assert result["model"]["fid"] >= 0 and result["gray"]["fid"] >= 0
   assert result["model"]["fid"] != result["gray"]["fid"]
   assert "not comparable" in result["fid_protocol"]
+
+
+# ----------------------------------------------------------------------------------------------
+# `colorjax eval`'s full-resolution path: numpy per photo, model batched, streamed
+# ----------------------------------------------------------------------------------------------
+
+
+def _mixed_photos(photos_dir, sizes=((45, 61), (32, 32), (50, 38), (29, 70), (40, 44))):
+  paths = sorted(photos_dir.glob("*.jpg"))
+  return [(f"p{i}.png", np.asarray(Image.open(paths[i]).convert("RGB").resize((w, h),
+                                                                             Image.BICUBIC)))
+          for i, (h, w) in enumerate(sizes)]
+
+
+def test_image_results_equal_the_jitted_batch_metrics(photos_dir):
+  """The numpy metrics of one photo against `compare_to_truth`, for an ab and an RGB model."""
+  rng = np.random.default_rng(0)
+  name, rgb = _mixed_photos(photos_dir)[0]
+  height, width = rgb.shape[:2]
+  l = color.rgb_to_lab(rgb)[..., :1]
+  # Jitted once (the model's RGB always given): op by op, a new shape compiles each of its
+  # hundreds of operations, over a minute.
+  reference = jax.jit(evaluate.compare_to_truth)
+  for is_rgb in (False, True):
+    prediction = (rng.uniform(0, 1, (12, 9, 3)) if is_rgb
+                  else rng.uniform(-50, 50, (12, 9, 2))).astype(np.float32)
+    row, hists, _ = evaluate.image_results(rgb, prediction, is_rgb)
+    up = color.resize_ab_bilinear(prediction, height, width)
+    if is_rgb:
+      model_rgb, model_ab = up, color.rgb_to_lab(up)[..., 1:]
+    else:
+      model_rgb, model_ab = color.lab_to_rgb(np.concatenate([l, up], -1)), up
+    expected = reference(jnp.asarray(l[None]), jnp.asarray(model_ab[None]), jnp.asarray(rgb[None]),
+                         jnp.ones((1,), bool), jnp.asarray(model_rgb[None]))
+    for key, value in row.items():
+      assert value == pytest.approx(float(expected[key][0]), rel=1e-5, abs=1e-5), (is_rgb, key)
+    for key, value in hists.items():
+      # Nearest bins: exact here, float32 there; a pixel on a bin boundary may differ.
+      assert np.abs(value - np.asarray(expected[key])).sum() <= 2, (is_rgb, key)
+
+
+def test_full_resolution_gray_baseline_matches_skimage(photos_dir):
+  photos = _mixed_photos(photos_dir)
+
+  class Zero:
+    size = 16
+
+    def __call__(self, l_BHW1):
+      return np.zeros(l_BHW1.shape[:1] + (4, 4, 2), np.float32)
+
+  result, acc = evaluate.evaluate_images(Zero(), photos, progress=False, batch_size=2)
+  errs, bins, psnrs, ssims = [], [], [], []
+  for _, rgb in photos:
+    true = rgb / 255.0
+    lab = skcolor.rgb2lab(true)
+    ab_true = lab[..., 1:].reshape(-1, 2)
+    errs.append(np.sqrt((ab_true**2).sum(-1)))
+    d2 = ((ab_true[:, None, :] - color.AB_BINS[None].astype(np.float64)) ** 2).sum(-1)
+    bins.append(d2.argmin(-1))
+    lab[..., 1:] = 0
+    gray = skcolor.lab2rgb(lab)
+    psnrs.append(skmetrics.peak_signal_noise_ratio(true, gray, data_range=1.0))
+    ssims.append(skmetrics.structural_similarity(true, gray, channel_axis=-1, data_range=1.0,
+                                                 gaussian_weights=True, sigma=1.5,
+                                                 use_sample_covariance=False))
+  raw, rebalanced = _hand_aucs(np.concatenate(errs), np.concatenate(bins))
+  assert result["gray"]["auc"] == pytest.approx(raw, abs=2e-3)
+  assert result["gray"]["auc_rebalanced"] == pytest.approx(rebalanced, abs=2e-3)
+  assert result["gray"]["psnr"] == pytest.approx(np.mean(psnrs), abs=0.02)
+  assert result["gray"]["ssim"] == pytest.approx(np.mean(ssims), abs=1e-3)
+  assert result["images"] == len(photos) and result["output"] == "ab"
+  assert [r["image"] for r in acc.rows] == [name for name, _ in photos]
+  assert acc.seconds > 0
+
+
+def test_evaluate_images_batches_streams_and_equals_per_photo_metrics(photos_dir):
+  photos = _mixed_photos(photos_dir)
+  yielded = []
+
+  def lazily():
+    for item in photos:
+      yielded.append(item[0])
+      yield item
+
+  class Recording:
+    size = 16
+
+    def __init__(self):
+      self.calls = []
+
+    def __call__(self, l_BHW1):
+      self.calls.append((l_BHW1.shape, len(yielded)))
+      # ab from the input, so that each photo gets its own prediction
+      return np.repeat(np.repeat(l_BHW1[:, ::4, ::4] - 50.0, 2, axis=-1), 1, axis=0)
+
+  model = Recording()
+  _, acc = evaluate.evaluate_images(model, lazily(), progress=False, batch_size=2)
+  # One input shape (the last batch padded), and photos read a batch ahead, not all at once.
+  assert [shape for shape, _ in model.calls] == [(2, 16, 16, 1)] * 3
+  assert [seen for _, seen in model.calls] == [4, 5, 5]
+  hists = {"model/hist": 0, "gray/hist": 0}
+  for (name, rgb), row in zip(photos, acc.rows):
+    small = np.asarray(Image.fromarray(rgb).resize((16, 16), Image.BICUBIC))
+    expected, expected_hists, _ = evaluate.image_results(
+        rgb, model(color.rgb_to_lab(small)[None, ..., :1])[0])
+    assert row == {"image": name, **expected}
+    for key in hists:
+      hists[key] = hists[key] + expected_hists[key]
+  for key in hists:
+    np.testing.assert_array_equal(acc.hists[key], hists[key])
+  assert acc.hists["model/hist"].sum() == sum(r.shape[0] * r.shape[1] for _, r in photos)
+
+
+def test_rgb_model_is_evaluated_from_its_rgb(photos_dir):
+  photos = _mixed_photos(photos_dir)[:2]
+  red = np.array([0.8, 0.1, 0.1], np.float32)
+
+  class Red:
+    size = 16
+    output = "rgb"
+
+    def predict_rgb(self, l_BHW1):
+      return np.broadcast_to(red, l_BHW1.shape[:3] + (3,)).copy()
+
+  result, acc = evaluate.evaluate_images(Red(), photos, progress=False)
+  assert result["output"] == "rgb"
+  for (_, rgb), row in zip(photos, acc.rows):
+    pred = np.broadcast_to(red, rgb.shape).astype(np.float64)
+    # PSNR of the constant red picture itself, not of red chroma on the photo's lightness.
+    assert row["model/psnr"] == pytest.approx(
+        skmetrics.peak_signal_noise_ratio(rgb / 255.0, pred, data_range=1.0), abs=1e-3)
+    assert row["model/colorfulness"] == pytest.approx(0.3 * np.hypot(
+        255 * (red[0] - red[1]), 255 * (0.5 * (red[0] + red[1]) - red[2])), rel=1e-4)
+
+
+def test_periodic_eval_of_an_rgb_model_measures_its_rgb(photos_dir):
+  import functools  # pylint: disable=g-import-not-at-top
+  from colorjax import config as config_lib, metrics, models  # pylint: disable=g-import-not-at-top
+  model_cfg = dict(config_lib.load_config("seed003_unet_rgb:tiny").model)
+  generator = models.create_generator(model_cfg, 32)
+  variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
+      jax.random.key(0, impl="rbg"))
+  rgb = np.stack(_images(photos_dir, 2, 32))
+  step = jax.jit(functools.partial(evaluate._eval_step, generator=generator, model_cfg=model_cfg))
+  results, model_rgb = step(variables, jnp.asarray(rgb), jnp.ones((2,), bool))
+  model_rgb = np.asarray(model_rgb)
+  # The random model's own picture: its lightness is not the photo's (no join with the true L)...
+  l_error = np.abs(color.rgb_to_lab(model_rgb)[..., 0] - color.rgb_to_lab(rgb)[..., 0])
+  assert l_error.mean() > 5
+  # ...and it is what is measured.
+  np.testing.assert_allclose(results["model/psnr"], metrics.psnr(model_rgb, rgb), rtol=1e-4)
+  np.testing.assert_allclose(results["model/mse"], metrics.mse(model_rgb, rgb), rtol=1e-4)

@@ -27,6 +27,23 @@ def test_colorizer_predicts_quarter_resolution_ab_and_checks_temperature():
   colorizer = inference.Colorizer(config, variables)
   ab = colorizer(np.full((2, 32, 32, 1), 50.0, np.float32))
   assert ab.shape == (2, 8, 8, 2) and np.isfinite(ab).all()
-  assert colorizer.size == 32
+  assert colorizer.size == 32 and colorizer.output == "ab"
+  with pytest.raises(ValueError, match="'bins', not RGB"):
+    colorizer.predict_rgb(np.zeros((1, 32, 32, 1), np.float32))
   with pytest.raises(ValueError, match="temperature"):
     inference.Colorizer(config, variables, temperature=0.0)
+
+
+def test_rgb_model_colorizer_predicts_its_rgb():
+  config = config_lib.load_config("seed003_unet_rgb:tiny").to_dict()
+  generator = models.create_generator(config["model"], 32)
+  variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
+      jax.random.key(0, impl="rbg"))
+  colorizer = inference.Colorizer(config, variables)
+  assert colorizer.output == "rgb"
+  l = np.random.default_rng(0).uniform(0, 100, (2, 32, 32, 1)).astype(np.float32)
+  rgb = colorizer.predict_rgb(l)
+  out = jax.jit(lambda v, x: generator.apply(v, x, train=False))(
+      variables, jnp.asarray(l / 50.0 - 1.0))  # pix2pix's L normalisation
+  assert rgb.shape == (2, 32, 32, 3)
+  np.testing.assert_allclose(rgb, (np.asarray(out) + 1.0) / 2.0, atol=1e-5)

@@ -88,6 +88,29 @@ def test_ssim_matches_skimage_on_photos(photos_dir):
   np.testing.assert_allclose(metrics.ssim(true, true), 1.0, atol=1e-5)
 
 
+def test_numpy_metrics_of_one_image_match_skimage_and_the_jax_metrics(photos_dir):
+  true = _photo_batch(photos_dir)  # the shape of the jax tests above: compiled once
+  pred = _perturbed(true)
+  for p, t in zip(pred, true):
+    expected_ssim = skimage.metrics.structural_similarity(
+        p.astype(np.float64), t.astype(np.float64), channel_axis=-1, data_range=1.0,
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert metrics.ssim_numpy(p, t) == pytest.approx(expected_ssim, abs=1e-4)
+    assert metrics.ssim_numpy(p, t, metrics.ssim_statistics(t)) == metrics.ssim_numpy(p, t)
+    mse = metrics.mse_numpy(p, t)
+    assert mse == pytest.approx(skimage.metrics.mean_squared_error(t, p), rel=1e-5)
+    assert metrics.psnr_from_mse(mse) == pytest.approx(
+        skimage.metrics.peak_signal_noise_ratio(t.astype(np.float64), p.astype(np.float64),
+                                                data_range=1.0), abs=1e-4)
+  np.testing.assert_allclose([metrics.ssim_numpy(p, t) for p, t in zip(pred, true)],
+                             metrics.ssim(pred, true), atol=1e-5)
+  np.testing.assert_allclose([metrics.colorfulness_numpy(p) for p in pred],
+                             metrics.colorfulness(pred), rtol=1e-5)
+  assert metrics.psnr_from_mse(0.0) == float("inf")
+  with pytest.raises(ValueError, match="at least 11x11"):
+    metrics.ssim_numpy(np.zeros((8, 32, 3)), np.zeros((8, 32, 3)))
+
+
 def test_ssim_rejects_images_smaller_than_window():
   with pytest.raises(ValueError, match="at least 11x11"):
     metrics.ssim(np.zeros((1, 8, 32, 3), np.float32), np.zeros((1, 8, 32, 3), np.float32))
