@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from colorjax import evaluate, flops, sharding, train
+from colorjax import checkpoint, evaluate, flops, sharding, train
 from colorjax.ops import conv, xla_cpu
 
 # ------------------------------------------------------------------------------------------------
@@ -122,10 +122,10 @@ def _eval_benchmark(config, setup, state, mesh, steps: int) -> dict[str, Any]:
   devices = mesh.devices.size
   batch = -(-config.train.eval_batch_size // devices) * devices  # as evaluate.Evaluator
   size = config.data.eval_size
-  step = jax.jit(functools.partial(evaluate._eval_step, generator=setup.generator,  # pylint: disable=protected-access
+  step = jax.jit(functools.partial(evaluate.eval_step, generator=setup.generator,
                                    model_cfg=dict(config.model)),
                  out_shardings=sharding.replicated(mesh))
-  variables = evaluate.eval_variables(state)
+  variables = checkpoint.generator_variables(state)
   rgb = synthetic_batch(batch, size, mesh, seed=1)["rgb"]
   valid = jax.device_put(np.ones((batch,), bool), sharding.batch_sharded(mesh))
   start = time.perf_counter()

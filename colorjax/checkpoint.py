@@ -385,9 +385,16 @@ def load_model(path: str | epath.Path, step: int | None = None) -> tuple[dict[st
     hint = f"; choose another with --step (available: {others})" if others else ""
     raise DamagedCheckpointError(
         step, f"checkpoint step {step} ({step_dir}) is damaged: {problem}{hint}")
-  state = {"params": gen["ema_params"] if gen.get("ema_params") else gen["params"]}
-  if gen.get("batch_stats"):
-    state["batch_stats"] = gen["batch_stats"]
   logging.info("loaded %s step %d", path, step)
-  return config, state
+  return config, generator_variables({"gen": gen})
+
+
+def generator_variables(state: Mapping[str, Any]) -> dict[str, Any]:
+  """The generator's inference variables of a train state: its EMA params when the run keeps
+  one, else its params, and its BatchNorm statistics when it has any."""
+  gen = state["gen"]
+  variables = {"params": gen["ema_params"] if gen.get("ema_params") else gen["params"]}
+  if gen.get("batch_stats"):
+    variables["batch_stats"] = gen["batch_stats"]
+  return variables
 

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import color, images, inference, metrics, sharding
+from colorjax import checkpoint, color, colorization, data, fid, images, inference, metrics
+from colorjax import sharding
 
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
 _NUM_T = metrics.AUC_THRESHOLDS.shape[0]
@@ -89,7 +90,7 @@ class Accumulator:
     """One image's results (`image_results`)."""
     for key in ("model/hist", "gray/hist"):
       self.hists[key] = self.hists.get(key, 0) + np.asarray(hists[key], np.float64)
-    self.rows.append({"image": name, **row})
+    self.rows.append({"image": images.display_name(name), **row})  # non-UTF-8 names as \xNN
 
   def add(self, results: Mapping[str, Any], names: Iterable[str], valid) -> None:
     results = jax.device_get(results)
@@ -161,7 +162,7 @@ def flatten(result: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]
 # ----------------------------------------------------------------------------------------------
 
 
-def _eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
+def eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
   if inference.predicts_rgb(model_cfg):
@@ -175,33 +176,25 @@ def _eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
       jnp.concatenate([l, ab], axis=-1))
 
 
-def eval_variables(state: Mapping[str, Any]) -> dict[str, Any]:
-  """The generator variables evaluated: its EMA params when the run keeps one."""
-  gen = state["gen"]
-  return {"params": gen.get("ema_params", gen["params"]), "batch_stats": gen["batch_stats"]}
-
-
 class Evaluator:
   """Runs the 'center' protocol on the held-out split; logs metrics and a gray|model|truth grid."""
 
   def __init__(self, config, generator, mesh):
-    from colorjax import data  # pylint: disable=g-import-not-at-top
-    self._data = data
     self.config = config
     self.mesh = mesh
     devices = mesh.devices.size
     self.batch_size = -(-config.train.eval_batch_size // devices) * devices
-    step = functools.partial(_eval_step, generator=generator,
+    step = functools.partial(eval_step, generator=generator,
                              model_cfg=dict(config.model))
     self._step = jax.jit(step, out_shardings=sharding.replicated(mesh))
 
   def run(self, state, source, step: int, writer) -> dict[str, float]:
     acc = Accumulator()
     grid_rows = []
-    variables = eval_variables(state)
+    variables = checkpoint.generator_variables(state)
     limit = self.config.data.eval_images or None
     seen = 0
-    for batch in self._data.create_eval_batches(source, image_size=self.config.data.eval_size,
+    for batch in data.create_eval_batches(source, image_size=self.config.data.eval_size,
                                                 batch_size=self.batch_size):
       valid = np.asarray(batch["mask"], bool)
       if limit is not None:
@@ -262,21 +255,10 @@ def _grid_rows(rgb_BHW3, model_rgb_BHW3, valid, n):
 # ----------------------------------------------------------------------------------------------
 
 
-def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  h, w = rgb.shape[:2]
-  scale = size / min(h, w)
-  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-  resized = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC))
-  top, left = (nh - size) // 2, (nw - size) // 2
-  return resized[top:top + size, left:left + size]
-
-
 def _prepare(rgb_HW3: np.ndarray, protocol: str, size: int) -> tuple[np.ndarray, np.ndarray]:
   """(the image evaluated, the model's input L) for one photo."""
-  from colorjax import colorization  # pylint: disable=g-import-not-at-top
   if protocol == "center":
-    rgb_HW3 = _center_crop(rgb_HW3, size)
+    rgb_HW3 = data.center_crop_resize(rgb_HW3, size)
   return rgb_HW3, colorization.model_input_l(rgb_HW3, size)
 
 
@@ -358,7 +340,6 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
   against the ground truths (the paired protocol documented in `colorjax.fid`).
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from colorjax import colorization  # pylint: disable=g-import-not-at-top
   if protocol not in ("full", "center"):
     raise ValueError(f"protocol must be 'full' or 'center', got {protocol!r}")
   if int(batch_size) != batch_size or batch_size < 1:
@@ -370,7 +351,6 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
   acc = Accumulator(prior=prior)
   fid_acc = None
   if fid_variables is not None:
-    from colorjax import fid  # pylint: disable=g-import-not-at-top
     fid_acc = fid.FidAccumulator(fid_variables, names=("model", "gray"), batch_size=fid_batch_size)
   total = len(images) if hasattr(images, "__len__") else None
   bar = tqdm(total=total, desc="eval", unit="img", disable=not progress)

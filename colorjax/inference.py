@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import color, models
+from colorjax import checkpoint, color, models
+from colorjax import config as config_lib
+from colorjax.models import eccv16
 
 
 def output_to_ab(out: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
@@ -90,14 +92,12 @@ class Colorizer:
 
   @classmethod
   def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
-    from colorjax import checkpoint  # pylint: disable=g-import-not-at-top
     config, variables = checkpoint.load_model(path, step)
     return cls(config, variables, temperature)
 
   @classmethod
   def from_torch_eccv16(cls, weights_path, temperature: float | None = None):
     """The official ECCV16 release from its PyTorch state_dict file (read without torch)."""
-    from colorjax.models import eccv16  # pylint: disable=g-import-not-at-top
     variables = eccv16.load_torch_eccv16(weights_path)
     return cls(official_eccv16_config(), variables, temperature)
 
@@ -113,5 +113,4 @@ class Colorizer:
 
 def official_eccv16_config() -> dict[str, Any]:
   """The config of the released ECCV16 model (full width, 256 px demo input)."""
-  from colorjax import config as config_lib  # pylint: disable=g-import-not-at-top
   return config_lib.base_config().to_dict()

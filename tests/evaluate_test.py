@@ -259,7 +259,7 @@ def test_periodic_eval_of_an_rgb_model_measures_its_rgb(photos_dir):
   variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
       jax.random.key(0, impl="rbg"))
   rgb = np.stack(_images(photos_dir, 2, 32))
-  step = jax.jit(functools.partial(evaluate._eval_step, generator=generator, model_cfg=model_cfg))
+  step = jax.jit(functools.partial(evaluate.eval_step, generator=generator, model_cfg=model_cfg))
   results, model_rgb = step(variables, jnp.asarray(rgb), jnp.ones((2,), bool))
   model_rgb = np.asarray(model_rgb)
   # The random model's own picture: its lightness is not the photo's (no join with the true L)...
