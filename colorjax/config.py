@@ -21,6 +21,7 @@ OUTPUTS = ("bins", "ab", "rgb")
 LOSS_KINDS = ("soft_ce", "l1", "l2", "l1_mse")
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
 SCHEDULES = ("constant", "step", "linear_decay")
+OPTIMIZERS = ("adam", "rmsprop")
 DTYPES = ("float32", "bfloat16")
 BACKBONES = ("", "resnet18", "vgg16")
 # The ReLU outputs of VGG19 (stages of 2, 2, 4, 4, 4 convs) a perceptual loss may tap.
@@ -92,7 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
+      name="adam",           # generator optimizer: 'adam' (b1, b2) | 'rmsprop' (rms_decay, rms_eps)
       lr=3e-5, b1=0.9, b2=0.99,
+      rms_decay=0.9,         # 'rmsprop': decay of the mean square (Keras rho)
+      rms_eps=1e-7,          # 'rmsprop': g / sqrt(mean square + eps), as Keras' RMSprop
       weight_decay=1e-3,     # L2 added to the gradient, as the Caffe solver of the paper did
       schedule="step",       # 'constant' | 'step' | 'linear_decay'
       boundaries=(200_000, 375_000),  # 'step': lr x scales[i] from boundaries[i]
@@ -254,12 +258,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, "loss.kind", LOSS_KINDS)
   _check_choice(config, "loss.gan", GAN_LOSSES)
   _check_choice(config, "optimizer.schedule", SCHEDULES)
+  _check_choice(config, "optimizer.name", OPTIMIZERS)
   _check_choice(config, "distributed", ("auto", "on", "off"))
   _check_choice(config, "train.best_mode", ("max", "min"))
   for key in ("train.batch_size", "train.steps", "train.log_every", "train.eval_every",
               "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
               "data.crop_size", "data.eval_size", "optimizer.lr", "model.width", "model.ngf",
-              "model.temperature", "loss.soft_k", "loss.soft_sigma"):
+              "model.temperature", "loss.soft_k", "loss.soft_sigma", "optimizer.rms_eps"):
     _check_positive(config, key)
   for key in ("train.pretrain_steps", "data.eval_images", "data.num_workers", "data.min_chroma",
               "optimizer.weight_decay", "optimizer.grad_clip_norm", "loss.l1_weight",
@@ -268,6 +273,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_positive(config, key, allow_zero=True)
   if not 0.0 <= config.data.eval_fraction < 1.0:
     raise ValueError(f"config key data.eval_fraction={config.data.eval_fraction} must be in [0, 1)")
+  if not 0.0 <= config.optimizer.rms_decay < 1.0:
+    raise ValueError(f"config key optimizer.rms_decay={config.optimizer.rms_decay} must be in [0, 1)")
   if not 0.0 <= config.optimizer.ema_decay < 1.0:
     raise ValueError(f"config key optimizer.ema_decay={config.optimizer.ema_decay} must be in [0, 1)")
   if not 0.0 <= config.loss.rebalance_lambda <= 1.0:

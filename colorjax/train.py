@@ -67,15 +67,26 @@ def _frozen_labels(params: Any, frozen_names: tuple[str, ...]) -> Any:
 
 
 def create_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, lr: float, b1: float,
-                     b2: float, weight_decay: float) -> optax.GradientTransformation:
-  """Adam with (coupled) L2 weight decay, optional clipping, a schedule, frozen params masked."""
+                     b2: float, weight_decay: float, name: str = "adam"
+                     ) -> optax.GradientTransformation:
+  """Adam (or RMSProp) with (coupled) L2 weight decay, optional clipping, a schedule, frozen
+  params masked.
+
+  RMSProp is Keras' (the reports' framework): mean square decayed by `opt.rms_decay` from zero,
+  no momentum, update lr * g / sqrt(mean square + `opt.rms_eps`), no bias correction.
+  """
   parts = []
   if opt.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   if weight_decay > 0:
     parts.append(optax.add_decayed_weights(weight_decay))
-  parts += [optax.scale_by_adam(b1=b1, b2=b2),
-            optax.scale_by_learning_rate(create_schedule(opt, lr, total_steps))]
+  if name == "adam":
+    parts.append(optax.scale_by_adam(b1=b1, b2=b2))
+  elif name == "rmsprop":
+    parts.append(optax.scale_by_rms(decay=opt.rms_decay, eps=opt.rms_eps, eps_in_sqrt=True))
+  else:
+    raise ValueError(f"unknown optimizer.name {name!r}")
+  parts.append(optax.scale_by_learning_rate(create_schedule(opt, lr, total_steps)))
   tx = optax.chain(*parts)
   frozen = tuple(opt.frozen)
   if not frozen:
@@ -139,7 +150,7 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
     opt = opt.copy_and_resolve_references()
     opt.frozen = tuple(opt.frozen) + (semantic.BACKBONE_NAME,)
   gen_tx = create_optimizer(opt, config.train.steps, lr=opt.lr, b1=opt.b1, b2=opt.b2,
-                            weight_decay=opt.weight_decay)
+                            weight_decay=opt.weight_decay, name=opt.name)
   discriminator = disc_tx = None
   if config.disc.enabled:
     discriminator = models.create_discriminator(config.disc, config.model)

@@ -54,3 +54,13 @@ def test_invalid_combinations_name_their_keys():
 def test_missing_config_file_is_named():
   with pytest.raises(FileNotFoundError, match="nope"):
     config_lib.load_config("configs/nope.py")
+
+
+def test_optimizer_choice_and_rmsprop_keys_are_validated():
+  c = config_lib.load_config("eccv16:tiny")
+  config_lib.apply_overrides(c, {"optimizer.name": "rmsprop", "optimizer.rms_decay": "0.95"})
+  assert c.optimizer.name == "rmsprop" and c.optimizer.rms_decay == 0.95
+  for key, value in (("optimizer.name", "sgd"), ("optimizer.rms_decay", "1.0"),
+                     ("optimizer.rms_decay", "-0.1"), ("optimizer.rms_eps", "0")):
+    with pytest.raises(ValueError, match=key):
+      config_lib.apply_overrides(c.copy_and_resolve_references(), {key: value})
