@@ -388,12 +388,17 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
       fake_logits, bs = _apply_train(setup.discriminator, params, disc["batch_stats"], fake,
                                      disc_rng)
       real_logits, bs = _apply_train(setup.discriminator, params, bs, real, disc_rng)
-      return losses.discriminator_loss(real_logits, fake_logits, loss_cfg.gan), bs
+      real_loss, fake_loss = losses.discriminator_loss_terms(real_logits, fake_logits,
+                                                             loss_cfg.gan)
+      return 0.5 * (real_loss + fake_loss), (bs, real_loss, fake_loss)
 
-    (d_loss, disc_bs), d_grads = jax.value_and_grad(disc_loss_fn, has_aux=True)(disc["params"])
+    (d_loss, (disc_bs, d_real, d_fake)), d_grads = jax.value_and_grad(
+        disc_loss_fn, has_aux=True)(disc["params"])
     d_params, d_opt = _update(setup.disc_tx, disc["params"], disc["opt_state"], d_grads)
     new_state["disc"] = {"params": d_params, "batch_stats": disc_bs, "opt_state": d_opt}
     metrics["train/d_loss"] = d_loss
+    metrics["train/d_loss_real"] = d_real
+    metrics["train/d_loss_fake"] = d_fake
     metrics["train/d_grad_norm"] = _gradient_norm(setup, state["step"] + 1, d_grads)
 
   def gen_loss_fn(out):

@@ -101,6 +101,8 @@ def test_tiny_recipe_resumes_with_the_losses_of_an_uninterrupted_run(name, tmp_p
     if step <= c.train.pretrain_steps:
       assert r["train/loss"] == r["train/rec_loss"] and "train/perceptual_loss" not in r
       continue
+    assert r["train/d_loss"] == pytest.approx(
+        0.5 * (r["train/d_loss_real"] + r["train/d_loss_fake"]), rel=1e-5)
     want_total = (c.loss.gan_weight * r["train/g_gan_loss"]
                   + c.loss.l1_weight * r["train/g_l1_loss"]
                   + c.loss.perceptual_weight * r.get("train/perceptual_loss", 0.0))
