@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
       semantic_backbone="",   # '' | 'resnet18' | 'vgg16' | 'inception_v3' | 'efficientnet_b0'
       semantic_fusion="bottleneck",  # U-Net: 'bottleneck' (pooled vector at the bottleneck) |
                               # 'input' (feature map upsampled, concatenated with the L input)
-      semantic_input_size=0,  # square side the gray image is resized to for the backbone; 0 = its own
+      semantic_input_size=0,  # side of the square the backbone sees (bilinear); 0 = the input's
       semantic_weights="",    # torchvision state_dict file for the backbone ('' = random init)
       semantic_trainable=False,  # False: the backbone is frozen (no gradient, no update)
       semantic_width=1.0,     # backbone channel multiplier; < 1 only for random tiny test models
@@ -283,7 +283,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.data.eval_fraction < 1.0:
     raise ValueError(f"config key data.eval_fraction={config.data.eval_fraction} must be in [0, 1)")
   if not 0.0 <= config.optimizer.rms_decay < 1.0:
-    raise ValueError(f"config key optimizer.rms_decay={config.optimizer.rms_decay} must be in [0, 1)")
+    raise ValueError(
+        f"config key optimizer.rms_decay={config.optimizer.rms_decay} must be in [0, 1)")
   if not 0.0 <= config.optimizer.ema_decay < 1.0:
     raise ValueError(f"config key optimizer.ema_decay={config.optimizer.ema_decay} must be in [0, 1)")
   if not 0.0 <= config.loss.rebalance_lambda <= 1.0:

@@ -51,7 +51,7 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def _blocks(width: float):
-  """One entry per MBConv block: (torch prefix, expand, kernel, stride, in, expanded, squeeze, out)."""
+  """Per MBConv block: (torch prefix, expand, kernel, stride, in, expanded, squeeze, out)."""
   blocks, in_ch = [], _scaled(STEM_CHANNELS, width)
   for stage, (expand, kernel, stride, out, count) in enumerate(B0_STAGES, start=1):
     out_ch = _scaled(out, width)
