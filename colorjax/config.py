@@ -19,13 +19,15 @@ from colorjax import paths
 
 REPO_CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
-MODEL_NAMES = ("eccv16", "unet")
+MODEL_NAMES = ("eccv16", "unet", "fusion", "feature_decoder")
 OUTPUTS = ("bins", "ab", "rgb")
 LOSS_KINDS = ("soft_ce", "l1", "l2", "l1_mse")
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
 SCHEDULES = ("constant", "step", "linear_decay")
+OPTIMIZERS = ("adam", "rmsprop")
 DTYPES = ("float32", "bfloat16")
-BACKBONES = ("", "resnet18", "vgg16")
+BACKBONES = ("", "resnet18", "vgg16", "inception_v3", "efficientnet_b0")
+SEMANTIC_FUSIONS = ("bottleneck", "input")
 # The ReLU outputs of VGG19 (stages of 2, 2, 4, 4, 4 convs) a perceptual loss may tap.
 VGG19_RELU_LAYERS = tuple(f"relu{stage}_{k}" for stage, convs in enumerate((2, 2, 4, 4, 4), start=1)
                           for k in range(1, convs + 1))
@@ -38,7 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed = "auto"  # 'auto' | 'on' | 'off': jax.distributed.initialize()
 
   c.model = ml_collections.ConfigDict(dict(
-      name="eccv16",          # 'eccv16' | 'unet'
+      name="eccv16",          # 'eccv16' | 'unet' | 'fusion' (report 001 models 3, 4: encoder,
+                              # embedding fused by a 1x1 conv, bilinear decoder) |
+                              # 'feature_decoder' (report 001 model 2: a decoder on the
+                              # backbone's feature map); see colorjax/models/fusion.py
       output="bins",          # 'bins' (313 logits) | 'ab' (tanh ab/110) | 'rgb' (tanh RGB)
       convention="eccv16",    # input L normalisation: 'eccv16' (L-50)/100 | 'pix2pix' L/50-1
       width=1.0,              # ECCV16 channel multiplier
@@ -46,9 +51,13 @@ def base_config() -> ml_collections.ConfigDict:
       num_downs=0,            # U-Net depth; 0 = from the crop size (unet_256 = 8)
       skip_connections=True,  # False = plain encoder-decoder (seed 003 baseline)
       use_dropout=True,
+      encoder_dropout=0.0,    # U-Net: dropout after every encoder BatchNorm (report 001 model 1)
       attention=(),           # U-Net decoder levels with a self-attention block (seed 002)
       multiscale_inputs=False,  # L at x1, x0.5, x2 (seed 002)
-      semantic_backbone="",   # '' | 'resnet18' | 'vgg16': classifier features fused in
+      semantic_backbone="",   # '' | 'resnet18' | 'vgg16' | 'inception_v3' | 'efficientnet_b0'
+      semantic_fusion="bottleneck",  # U-Net: 'bottleneck' (pooled vector at the bottleneck) |
+                              # 'input' (feature map upsampled, concatenated with the L input)
+      semantic_input_size=0,  # side of the square the backbone sees (bilinear); 0 = the input's
       semantic_weights="",    # torchvision state_dict file for the backbone ('' = random init)
       semantic_trainable=False,  # False: the backbone is frozen (no gradient, no update)
       semantic_width=1.0,     # backbone channel multiplier; < 1 only for random tiny test models
@@ -96,7 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
+      name="adam",           # generator optimizer: 'adam' (b1, b2) | 'rmsprop' (rms_decay, rms_eps)
       lr=3e-5, b1=0.9, b2=0.99,
+      rms_decay=0.9,         # 'rmsprop': decay of the mean square (Keras rho)
+      rms_eps=1e-7,          # 'rmsprop': g / sqrt(mean square + eps), as Keras' RMSprop
       weight_decay=1e-3,     # L2 added to the gradient, as the Caffe solver of the paper did
       schedule="step",       # 'constant' | 'step' | 'linear_decay'
       boundaries=(200_000, 375_000),  # 'step': lr x scales[i] from boundaries[i]
@@ -256,15 +268,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(config, "model.convention", ("eccv16", "pix2pix"))
   _check_choice(config, "model.dtype", DTYPES)
   _check_choice(config, "model.semantic_backbone", BACKBONES)
+  _check_choice(config, "model.semantic_fusion", SEMANTIC_FUSIONS)
   _check_choice(config, "loss.kind", LOSS_KINDS)
   _check_choice(config, "loss.gan", GAN_LOSSES)
   _check_choice(config, "optimizer.schedule", SCHEDULES)
+  _check_choice(config, "optimizer.name", OPTIMIZERS)
   _check_choice(config, "distributed", ("auto", "on", "off"))
   _check_choice(config, "train.best_mode", ("max", "min"))
   for key in ("train.batch_size", "train.steps", "train.log_every", "train.eval_every",
               "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
               "data.crop_size", "data.eval_size", "optimizer.lr", "model.width", "model.ngf",
-              "model.temperature", "loss.soft_k", "loss.soft_sigma"):
+              "model.temperature", "loss.soft_k", "loss.soft_sigma", "optimizer.rms_eps"):
     _check_positive(config, key)
   for key in ("train.pretrain_steps", "data.eval_images", "data.num_workers", "data.min_chroma",
               "optimizer.weight_decay", "optimizer.grad_clip_norm", "loss.l1_weight",
@@ -273,6 +287,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_positive(config, key, allow_zero=True)
   if not 0.0 <= config.data.eval_fraction < 1.0:
     raise ValueError(f"config key data.eval_fraction={config.data.eval_fraction} must be in [0, 1)")
+  if not 0.0 <= config.optimizer.rms_decay < 1.0:
+    raise ValueError(
+        f"config key optimizer.rms_decay={config.optimizer.rms_decay} must be in [0, 1)")
   if not 0.0 <= config.optimizer.ema_decay < 1.0:
     raise ValueError(f"config key optimizer.ema_decay={config.optimizer.ema_decay} must be in [0, 1)")
   if not 0.0 <= config.loss.rebalance_lambda <= 1.0:
@@ -310,9 +327,36 @@ def _validate_gan_and_semantic(config: ml_collections.ConfigDict) -> None:
   """The keys of the GAN, perceptual-loss and semantic-conditioning recipes."""
   m = config.model
   _check_positive(config, "model.semantic_width")
-  if m.semantic_backbone and m.name != "unet":
+  _check_positive(config, "model.semantic_input_size", allow_zero=True)
+  if not 0.0 <= m.encoder_dropout < 1.0:
+    raise ValueError(f"config key model.encoder_dropout={m.encoder_dropout} must be in [0, 1)")
+  if m.encoder_dropout and m.name != "unet":
+    raise ValueError(f"config key model.encoder_dropout needs model.name='unet', got {m.name!r}")
+  if m.semantic_backbone and m.name == "eccv16":
     raise ValueError(f"config key model.semantic_backbone={m.semantic_backbone!r} needs "
-                     f"model.name='unet' (got {m.name!r}): only the U-Net has a semantic input")
+                     f"model.name 'unet', 'fusion' or 'feature_decoder' (got {m.name!r}): "
+                     "ECCV16 has no semantic input")
+  if m.name in ("fusion", "feature_decoder"):
+    if not m.semantic_backbone:
+      raise ValueError(f"config key model.semantic_backbone must be set for "
+                       f"model.name={m.name!r}")
+    if m.output == "bins":
+      raise ValueError(f"config key model.output must be 'ab' or 'rgb' for model.name={m.name!r}")
+  if m.name == "feature_decoder" and m.semantic_backbone not in ("vgg16", "resnet18"):
+    raise ValueError(f"config key model.semantic_backbone={m.semantic_backbone!r}: "
+                     "model.name='feature_decoder' decodes the map of 'vgg16' or 'resnet18'")
+  if m.semantic_fusion == "input" and m.semantic_backbone and m.name != "unet":
+    raise ValueError("config key model.semantic_fusion='input' needs model.name='unet'")
+  if m.semantic_fusion == "input" and m.semantic_backbone not in ("", "vgg16", "resnet18"):
+    raise ValueError(f"config key model.semantic_fusion='input' needs a 'vgg16' or 'resnet18' "
+                     f"backbone, got {m.semantic_backbone!r}")
+  if m.semantic_backbone == "inception_v3":
+    if m.semantic_width != 1.0:
+      raise ValueError(f"config key model.semantic_width={m.semantic_width}: inception_v3 has "
+                       "the full width only")
+    if m.semantic_input_size < 75:
+      raise ValueError(f"config key model.semantic_input_size={m.semantic_input_size} must be "
+                       ">= 75 for inception_v3 (299 in report 001)")
   if m.semantic_weights and not m.semantic_backbone:
     raise ValueError("config key model.semantic_weights is set but model.semantic_backbone is ''")
   if m.semantic_weights and m.semantic_width != 1.0:

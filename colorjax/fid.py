@@ -85,10 +85,11 @@ class BasicConv(nn.Module):
     return nn.relu(x)
 
 
-def _avg_pool_3x3_same(x_BHWC):
-  """3x3 stride-1 average pool, zero padding excluded from the mean (TensorFlow's SAME pool)."""
+def _avg_pool_3x3_same(x_BHWC, tf_pooling: bool = True):
+  """3x3 stride-1 average pool; TensorFlow's SAME pool (zero padding excluded from the mean) or,
+  with `tf_pooling=False`, torchvision's (zero padding counted)."""
   return nn.avg_pool(x_BHWC, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                     count_include_pad=False)
+                     count_include_pad=not tf_pooling)
 
 
 def _max_pool_3x3_same(x_BHWC):
@@ -103,6 +104,7 @@ class InceptionA(nn.Module):
   """Mixed_5b/5c/5d: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 (pool_features wide)."""
   pool_features: int
   precision: Any = jax.lax.Precision.HIGHEST
+  tf_pooling: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -113,7 +115,8 @@ class InceptionA(nn.Module):
     b3 = conv(64, (1, 1), name="branch3x3dbl_1")(x)
     b3 = conv(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(b3)
     b3 = conv(96, (3, 3), padding=(1, 1), name="branch3x3dbl_3")(b3)
-    bp = conv(self.pool_features, (1, 1), name="branch_pool")(_avg_pool_3x3_same(x))
+    bp = conv(self.pool_features, (1, 1), name="branch_pool")(
+        _avg_pool_3x3_same(x, self.tf_pooling))
     return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -135,6 +138,7 @@ class InceptionC(nn.Module):
   """Mixed_6b-6e: factorised 7x7 convolutions (1x7 and 7x1), channels_7x7 wide inside."""
   channels_7x7: int
   precision: Any = jax.lax.Precision.HIGHEST
+  tf_pooling: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -150,7 +154,7 @@ class InceptionC(nn.Module):
     bd = conv(c7, **row, name="branch7x7dbl_3")(bd)
     bd = conv(c7, **col, name="branch7x7dbl_4")(bd)
     bd = conv(192, **row, name="branch7x7dbl_5")(bd)
-    bp = conv(192, (1, 1), name="branch_pool")(_avg_pool_3x3_same(x))
+    bp = conv(192, (1, 1), name="branch_pool")(_avg_pool_3x3_same(x, self.tf_pooling))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -174,6 +178,7 @@ class InceptionE(nn.Module):
   """Mixed_7b (pool='avg') and Mixed_7c (pool='max', the FID graph's quirk): split 1x3 / 3x1."""
   pool: str = "avg"
   precision: Any = jax.lax.Precision.HIGHEST
+  tf_pooling: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -187,7 +192,8 @@ class InceptionE(nn.Module):
     bd = conv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
     bd = jnp.concatenate([conv(384, **row, name="branch3x3dbl_3a")(bd),
                           conv(384, **col, name="branch3x3dbl_3b")(bd)], axis=-1)
-    pooled = _avg_pool_3x3_same(x) if self.pool == "avg" else _max_pool_3x3_same(x)
+    pooled = (_avg_pool_3x3_same(x, self.tf_pooling) if self.pool == "avg"
+              else _max_pool_3x3_same(x))
     bp = conv(192, (1, 1), name="branch_pool")(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
@@ -198,8 +204,15 @@ class InceptionV3(nn.Module):
   Takes the already preprocessed input (see `preprocess`); H, W >= 75 (299 for FID).
   `precision` is that of every convolution: HIGHEST keeps float32 accuracy on GPUs and TPUs,
   whose default would round the operands (TF32 / bf16) and move FID in its last digits.
+
+  `tf_pooling=False` gives torchvision's `inception_v3` instead (same keys and shapes): its
+  average pools count the zero padding and Mixed_7c pools by average. That is the network of a
+  torchvision `inception_v3` state_dict, which report 001's model 3 uses as a frozen backbone
+  (`features`: sRGB in [0, 1] -> 2x - 1, which is what torchvision's `transform_input` of the
+  pretrained weights makes of its ImageNet-normalised input).
   """
   precision: Any = jax.lax.Precision.HIGHEST
+  tf_pooling: bool = True
 
   @nn.compact
   def __call__(self, x_BHW3):
@@ -207,7 +220,7 @@ class InceptionV3(nn.Module):
       raise ValueError(f"InceptionV3: expected (B, H, W, 3) with H, W >= {MIN_INPUT_SIZE}, "
                        f"got {x_BHW3.shape}")
     conv = functools.partial(BasicConv, precision=self.precision)
-    p = dict(precision=self.precision)
+    p = dict(precision=self.precision, tf_pooling=self.tf_pooling)
     x = conv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x_BHW3)
     x = conv(32, (3, 3), name="Conv2d_2a_3x3")(x)
     x = conv(64, (3, 3), padding=(1, 1), name="Conv2d_2b_3x3")(x)
@@ -218,15 +231,20 @@ class InceptionV3(nn.Module):
     x = InceptionA(32, **p, name="Mixed_5b")(x)
     x = InceptionA(64, **p, name="Mixed_5c")(x)
     x = InceptionA(64, **p, name="Mixed_5d")(x)
-    x = InceptionB(**p, name="Mixed_6a")(x)
+    x = InceptionB(precision=self.precision, name="Mixed_6a")(x)
     x = InceptionC(128, **p, name="Mixed_6b")(x)
     x = InceptionC(160, **p, name="Mixed_6c")(x)
     x = InceptionC(160, **p, name="Mixed_6d")(x)
     x = InceptionC(192, **p, name="Mixed_6e")(x)
-    x = InceptionD(**p, name="Mixed_7a")(x)
+    x = InceptionD(precision=self.precision, name="Mixed_7a")(x)
     x = InceptionE("avg", **p, name="Mixed_7b")(x)
-    x = InceptionE("max", **p, name="Mixed_7c")(x)
+    x = InceptionE("max" if self.tf_pooling else "avg", **p, name="Mixed_7c")(x)
     return jnp.mean(x, axis=(1, 2))
+
+  def features(self, rgb_BHW3):
+    """(pool3 embedding_BC, {}) of sRGB images in [0, 1]; the backbone interface of
+    `colorjax.models.backbones` (no resize here: the caller sizes the input, >= 75 px)."""
+    return self(2.0 * rgb_BHW3 - 1.0), {}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -60,20 +60,29 @@ def regression(pred: jax.Array, target: jax.Array, kind: str, p: float = 0.5) ->
   raise ValueError(f"unknown regression loss {kind!r}")
 
 
-def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str) -> jax.Array:
-  """D's loss on real and generated patches, halved as in pix2pix."""
+def discriminator_loss_terms(real_logits: jax.Array, fake_logits: jax.Array, kind: str
+                             ) -> tuple[jax.Array, jax.Array]:
+  """D's loss on real patches and on generated patches, each a mean over its patches.
+
+  vanilla: BCE(real, 1) and BCE(fake, 0); lsgan: (real - 1)^2 and fake^2; hinge: relu(1 - real)
+  and relu(1 + fake). `discriminator_loss` is half their sum.
+  """
   real_logits = real_logits.astype(jnp.float32)
   fake_logits = fake_logits.astype(jnp.float32)
   if kind == "vanilla":
-    loss = (optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)).mean()
-            + optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)).mean())
-  elif kind == "lsgan":
-    loss = jnp.mean((real_logits - 1.0) ** 2) + jnp.mean(fake_logits**2)
-  elif kind == "hinge":
-    loss = jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
-  else:
-    raise ValueError(f"unknown GAN loss {kind!r}")
-  return 0.5 * loss
+    return (optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)).mean(),
+            optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)).mean())
+  if kind == "lsgan":
+    return jnp.mean((real_logits - 1.0) ** 2), jnp.mean(fake_logits**2)
+  if kind == "hinge":
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)), jnp.mean(jax.nn.relu(1.0 + fake_logits))
+  raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, kind: str) -> jax.Array:
+  """D's loss on real and generated patches, halved as in pix2pix: 0.5 * (real + fake) terms."""
+  real, fake = discriminator_loss_terms(real_logits, fake_logits, kind)
+  return 0.5 * (real + fake)
 
 
 def generator_gan_loss(fake_logits: jax.Array, kind: str) -> jax.Array:

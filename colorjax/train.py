@@ -70,15 +70,26 @@ def _frozen_labels(params: Any, frozen_names: tuple[str, ...]) -> Any:
 
 
 def create_optimizer(opt: ml_collections.ConfigDict, total_steps: int, *, lr: float, b1: float,
-                     b2: float, weight_decay: float) -> optax.GradientTransformation:
-  """Adam with (coupled) L2 weight decay, optional clipping, a schedule, frozen params masked."""
+                     b2: float, weight_decay: float, name: str = "adam"
+                     ) -> optax.GradientTransformation:
+  """Adam (or RMSProp) with (coupled) L2 weight decay, optional clipping, a schedule, frozen
+  params masked.
+
+  RMSProp is Keras' (the reports' framework): mean square decayed by `opt.rms_decay` from zero,
+  no momentum, update lr * g / sqrt(mean square + `opt.rms_eps`), no bias correction.
+  """
   parts = []
   if opt.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   if weight_decay > 0:
     parts.append(optax.add_decayed_weights(weight_decay))
-  parts += [optax.scale_by_adam(b1=b1, b2=b2),
-            optax.scale_by_learning_rate(create_schedule(opt, lr, total_steps))]
+  if name == "adam":
+    parts.append(optax.scale_by_adam(b1=b1, b2=b2))
+  elif name == "rmsprop":
+    parts.append(optax.scale_by_rms(decay=opt.rms_decay, eps=opt.rms_eps, eps_in_sqrt=True))
+  else:
+    raise ValueError(f"unknown optimizer.name {name!r}")
+  parts.append(optax.scale_by_learning_rate(create_schedule(opt, lr, total_steps)))
   tx = optax.chain(*parts)
   frozen = tuple(opt.frozen)
   if not frozen:
@@ -142,7 +153,7 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
     opt = opt.copy_and_resolve_references()
     opt.frozen = tuple(opt.frozen) + (semantic.BACKBONE_NAME,)
   gen_tx = create_optimizer(opt, config.train.steps, lr=opt.lr, b1=opt.b1, b2=opt.b2,
-                            weight_decay=opt.weight_decay)
+                            weight_decay=opt.weight_decay, name=opt.name)
   discriminator = disc_tx = None
   if config.disc.enabled:
     discriminator = models.create_discriminator(config.disc, config.model)
@@ -380,12 +391,17 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
       fake_logits, bs = _apply_train(setup.discriminator, params, disc["batch_stats"], fake,
                                      disc_rng)
       real_logits, bs = _apply_train(setup.discriminator, params, bs, real, disc_rng)
-      return losses.discriminator_loss(real_logits, fake_logits, loss_cfg.gan), bs
+      real_loss, fake_loss = losses.discriminator_loss_terms(real_logits, fake_logits,
+                                                             loss_cfg.gan)
+      return 0.5 * (real_loss + fake_loss), (bs, real_loss, fake_loss)
 
-    (d_loss, disc_bs), d_grads = jax.value_and_grad(disc_loss_fn, has_aux=True)(disc["params"])
+    (d_loss, (disc_bs, d_real, d_fake)), d_grads = jax.value_and_grad(
+        disc_loss_fn, has_aux=True)(disc["params"])
     d_params, d_opt = _update(setup.disc_tx, disc["params"], disc["opt_state"], d_grads)
     new_state["disc"] = {"params": d_params, "batch_stats": disc_bs, "opt_state": d_opt}
     metrics["train/d_loss"] = d_loss
+    metrics["train/d_loss_real"] = d_real
+    metrics["train/d_loss_fake"] = d_fake
     metrics["train/d_grad_norm"] = _gradient_norm(setup, state["step"] + 1, d_grads)
 
   def gen_loss_fn(out):

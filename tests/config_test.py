@@ -66,3 +66,31 @@ def test_non_finite_numbers_are_refused_naming_the_key(key, text):
   c.loss.soft_sigma = float("nan")  # a config file can hold a NaN (`< 0` lets it through)
   with pytest.raises(ValueError, match="config key loss.soft_sigma=nan must be a finite number"):
     config_lib.validate(c)
+
+
+def test_optimizer_choice_and_rmsprop_keys_are_validated():
+  c = config_lib.load_config("eccv16:tiny")
+  config_lib.apply_overrides(c, {"optimizer.name": "rmsprop", "optimizer.rms_decay": "0.95"})
+  assert c.optimizer.name == "rmsprop" and c.optimizer.rms_decay == 0.95
+  for key, value in (("optimizer.name", "sgd"), ("optimizer.rms_decay", "1.0"),
+                     ("optimizer.rms_decay", "-0.1"), ("optimizer.rms_eps", "0")):
+    with pytest.raises(ValueError, match=key):
+      config_lib.apply_overrides(c.copy_and_resolve_references(), {key: value})
+
+
+def test_report001_model_keys_are_validated():
+  def fails(name, overrides, key):
+    c = config_lib.load_config(name)
+    with pytest.raises(ValueError, match=key):
+      config_lib.apply_overrides(c, overrides)
+
+  fails("seed001_inception", {"model.semantic_backbone": ""}, "model.semantic_backbone")
+  fails("seed001_inception", {"model.semantic_input_size": "64"}, "model.semantic_input_size")
+  fails("seed001_inception", {"model.semantic_width": "0.5"}, "model.semantic_width")
+  fails("seed001_vgg16", {"model.semantic_backbone": "efficientnet_b0"}, "model.semantic_backbone")
+  fails("seed001_efficientnet", {"model.semantic_fusion": "input"}, "model.semantic_fusion")
+  fails("seed001_efficientnet", {"model.output": "bins", "loss.kind": "soft_ce"}, "model.output")
+  fails("seed001_scratch", {"model.encoder_dropout": "1.0"}, "model.encoder_dropout")
+  fails("seed002_attention_semantic", {"model.semantic_fusion": "sideways"},
+        "model.semantic_fusion")
+  fails("eccv16", {"model.semantic_backbone": "vgg16"}, "model.semantic_backbone")

@@ -40,14 +40,16 @@ class TorchConvBN(nn.Module):
     return F.relu(self.bn(self.conv(x)))
 
 
-def tf_avg_pool(x):
-  return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+def tf_avg_pool(x, tf_pooling=True):
+  """TensorFlow's SAME average pool (padding excluded), or torchvision's (padding counted)."""
+  return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=not tf_pooling)
 
 
 class TorchMixedA(nn.Module):
 
-  def __init__(self, cin, pool_features):
+  def __init__(self, cin, pool_features, tf_pooling=True):
     super().__init__()
+    self.tf_pooling = tf_pooling
     self.branch1x1 = TorchConvBN(cin, 64, 1)
     self.branch5x5_1 = TorchConvBN(cin, 48, 1)
     self.branch5x5_2 = TorchConvBN(48, 64, 5, padding=2)
@@ -61,7 +63,7 @@ class TorchMixedA(nn.Module):
         self.branch1x1(x),
         self.branch5x5_2(self.branch5x5_1(x)),
         self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-        self.branch_pool(tf_avg_pool(x))], 1)
+        self.branch_pool(tf_avg_pool(x, self.tf_pooling))], 1)
 
 
 class TorchMixedB(nn.Module):
@@ -82,8 +84,9 @@ class TorchMixedB(nn.Module):
 
 class TorchMixedC(nn.Module):
 
-  def __init__(self, cin, c7):
+  def __init__(self, cin, c7, tf_pooling=True):
     super().__init__()
+    self.tf_pooling = tf_pooling
     row, col = dict(kernel=(1, 7), padding=(0, 3)), dict(kernel=(7, 1), padding=(3, 0))
     self.branch1x1 = TorchConvBN(cin, 192, 1)
     self.branch7x7_1 = TorchConvBN(cin, c7, 1)
@@ -104,7 +107,7 @@ class TorchMixedC(nn.Module):
         self.branch1x1(x),
         self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
         d,
-        self.branch_pool(tf_avg_pool(x))], 1)
+        self.branch_pool(tf_avg_pool(x, self.tf_pooling))], 1)
 
 
 class TorchMixedD(nn.Module):
@@ -127,9 +130,10 @@ class TorchMixedD(nn.Module):
 
 class TorchMixedE(nn.Module):
 
-  def __init__(self, cin, max_pool):
+  def __init__(self, cin, max_pool, tf_pooling=True):
     super().__init__()
     self.max_pool = max_pool
+    self.tf_pooling = tf_pooling
     self.branch1x1 = TorchConvBN(cin, 320, 1)
     self.branch3x3_1 = TorchConvBN(cin, 384, 1)
     self.branch3x3_2a = TorchConvBN(384, 384, (1, 3), padding=(0, 1))
@@ -143,7 +147,8 @@ class TorchMixedE(nn.Module):
   def forward(self, x):
     b3 = self.branch3x3_1(x)
     bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-    pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else tf_avg_pool(x)
+    pooled = (F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool
+              else tf_avg_pool(x, self.tf_pooling))
     return torch.cat([
         self.branch1x1(x),
         self.branch3x3_2a(b3), self.branch3x3_2b(b3),
@@ -152,27 +157,29 @@ class TorchMixedE(nn.Module):
 
 
 class TorchFidInception(nn.Module):
-  """pytorch-fid's FID InceptionV3 up to pool3, plus its unused 1008-way fc."""
+  """pytorch-fid's FID InceptionV3 up to pool3, plus its unused 1008-way fc; with
+  `tf_pooling=False` torchvision's inception_v3 (its pooling; 1000-way fc, no AuxLogits here)."""
 
-  def __init__(self):
+  def __init__(self, tf_pooling=True):
     super().__init__()
+    p = dict(tf_pooling=tf_pooling)
     self.Conv2d_1a_3x3 = TorchConvBN(3, 32, 3, stride=2)
     self.Conv2d_2a_3x3 = TorchConvBN(32, 32, 3)
     self.Conv2d_2b_3x3 = TorchConvBN(32, 64, 3, padding=1)
     self.Conv2d_3b_1x1 = TorchConvBN(64, 80, 1)
     self.Conv2d_4a_3x3 = TorchConvBN(80, 192, 3)
-    self.Mixed_5b = TorchMixedA(192, 32)
-    self.Mixed_5c = TorchMixedA(256, 64)
-    self.Mixed_5d = TorchMixedA(288, 64)
+    self.Mixed_5b = TorchMixedA(192, 32, **p)
+    self.Mixed_5c = TorchMixedA(256, 64, **p)
+    self.Mixed_5d = TorchMixedA(288, 64, **p)
     self.Mixed_6a = TorchMixedB(288)
-    self.Mixed_6b = TorchMixedC(768, 128)
-    self.Mixed_6c = TorchMixedC(768, 160)
-    self.Mixed_6d = TorchMixedC(768, 160)
-    self.Mixed_6e = TorchMixedC(768, 192)
+    self.Mixed_6b = TorchMixedC(768, 128, **p)
+    self.Mixed_6c = TorchMixedC(768, 160, **p)
+    self.Mixed_6d = TorchMixedC(768, 160, **p)
+    self.Mixed_6e = TorchMixedC(768, 192, **p)
     self.Mixed_7a = TorchMixedD(768)
-    self.Mixed_7b = TorchMixedE(1280, max_pool=False)
-    self.Mixed_7c = TorchMixedE(2048, max_pool=True)
-    self.fc = nn.Linear(2048, 1008)
+    self.Mixed_7b = TorchMixedE(1280, max_pool=False, **p)
+    self.Mixed_7c = TorchMixedE(2048, max_pool=tf_pooling, **p)
+    self.fc = nn.Linear(2048, 1008 if tf_pooling else 1000)
 
   def pool3(self, x):
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
@@ -353,3 +360,23 @@ def test_fid_and_accumulator_reject_bad_input(reference):
     acc.add(np.zeros((8, 8, 3), np.uint8), model=np.zeros((8, 8, 3), np.uint8))
   with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
     fid.preprocess(np.zeros((8, 8), np.uint8))
+
+
+def test_torchvision_inception_backbone_matches_torch_on_bundled_photos(photos_dir, tmp_path):
+  """The semantic backbone of report 001's model 3: torchvision's pooling, same keys."""
+  from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(2)
+  model = TorchFidInception(tf_pooling=False).eval()
+  randomize(model, seed=3)
+  path = tmp_path / "inception_v3.pth"
+  torch.save(model.state_dict(), path)
+  rgb = np.stack(photos(photos_dir, n=2, size=96)).astype(np.float32) / 255.0
+  with torch.no_grad():
+    want = model.pool3(2 * torch.from_numpy(rgb).permute(0, 3, 1, 2) - 1).numpy()
+  variables = semantic.semantic_backbone_variables("inception_v3", path)
+  backbone = semantic.create_semantic_backbone("inception_v3")
+  got, _ = jax.jit(lambda v, x: backbone.apply(v, x, method="features"))(variables, rgb)
+  assert got.shape == (2, 2048) and semantic.embedding_size("inception_v3") == 2048
+  scale = np.abs(want).max()
+  assert scale > 1e-2
+  assert np.abs(np.asarray(got) - want).max() <= 1e-4 * scale

@@ -110,6 +110,11 @@ def test_discriminator_loss_is_halved_and_generator_loss_is_gan_plus_lambda_l1(g
   softplus = lambda x: np.log1p(np.exp(x))
   # float32 means over ~1.6k patches carry ~1e-5 of rounding; not halving would be off by 2x.
   assert m["train/d_loss"] == pytest.approx(0.5 * (softplus(-bias) + softplus(bias)), rel=1e-4)
+  # Logged beside it: BCE(real, 1) and BCE(fake, 0), whose half sum it is.
+  assert m["train/d_loss_real"] == pytest.approx(softplus(-bias), rel=1e-4)
+  assert m["train/d_loss_fake"] == pytest.approx(softplus(bias), rel=1e-4)
+  assert m["train/d_loss"] == pytest.approx(
+      0.5 * (m["train/d_loss_real"] + m["train/d_loss_fake"]), rel=1e-6)
   assert m["train/loss"] == pytest.approx(
       c.loss.gan_weight * m["train/g_gan_loss"] + c.loss.l1_weight * m["train/g_l1_loss"],
       rel=1e-5)
@@ -124,6 +129,14 @@ def test_discriminator_loss_closed_forms(kind, closed_form):
   real, fake = 0.7, -0.2
   got = losses.discriminator_loss(jnp.full((2, 3, 3, 1), real), jnp.full((2, 3, 3, 1), fake), kind)
   assert float(got) == pytest.approx(closed_form(real, fake), rel=1e-6)
+  # The real term alone is the loss with a fake term of 0, and vice versa: the closed form's
+  # halves (vanilla's fake term tends to 0 as fake -> -inf, lsgan's at 0, hinge's at <= -1).
+  real_term, fake_term = losses.discriminator_loss_terms(
+      jnp.full((2, 3, 3, 1), real), jnp.full((2, 3, 3, 1), fake), kind)
+  no_fake = {"vanilla": -1e4, "lsgan": 0.0, "hinge": -2.0}[kind]
+  no_real = {"vanilla": 1e4, "lsgan": 1.0, "hinge": 2.0}[kind]
+  assert float(real_term) == pytest.approx(2 * closed_form(real, no_fake), rel=1e-6)
+  assert float(fake_term) == pytest.approx(2 * closed_form(no_real, fake), rel=1e-6)
 
 
 def _restore_state(workdir, setup, config, step):

@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax import checkpoint, config as config_lib, models, train
+from colorjax import checkpoint, config as config_lib, fid, models, train
+from colorjax.models import efficientnet
 
 RECIPES = ("pix2pix", "unet_l1", "seed000_eccv16_gan", "seed001_encoder_decoder",
+           "seed001_scratch", "seed001_vgg16", "seed001_inception", "seed001_efficientnet",
            "seed002_unet_gan", "seed002_attention_semantic", "seed003_unet_lab",
            "seed003_unet_rgb", "seed003_cnn", "seed004_unet_gan")
 RESUMED = ("pix2pix", "seed000_eccv16_gan", "seed002_attention_semantic")
@@ -101,6 +103,8 @@ def test_tiny_recipe_resumes_with_the_losses_of_an_uninterrupted_run(name, tmp_p
     if step <= c.train.pretrain_steps:
       assert r["train/loss"] == r["train/rec_loss"] and "train/perceptual_loss" not in r
       continue
+    assert r["train/d_loss"] == pytest.approx(
+        0.5 * (r["train/d_loss_real"] + r["train/d_loss_fake"]), rel=1e-5)
     want_total = (c.loss.gan_weight * r["train/g_gan_loss"]
                   + c.loss.l1_weight * r["train/g_l1_loss"]
                   + c.loss.perceptual_weight * r.get("train/perceptual_loss", 0.0))
@@ -136,10 +140,57 @@ def test_semantic_recipes_add_their_backbone_to_the_generator():
   resnet18_without_fc = 11_689_512 - (512 * 1000 + 1000)
   c = config_lib.load_config("seed002_attention_semantic")
   plain = config_lib.load_config("seed002_unet_gan")
+  assert c.model.semantic_fusion == "input"  # the report's "concatenated with the grayscale input"
   with_backbone = _param_count(models.create_generator(c.model, 256), (1, 256, 256, 1))
+  c.model.semantic_fusion = "bottleneck"
+  with_bottleneck_fusion = _param_count(models.create_generator(c.model, 256), (1, 256, 256, 1))
   c.model.semantic_backbone = ""
   without = _param_count(models.create_generator(c.model, 256), (1, 256, 256, 1))
+  # Input fusion: layer4's 512 channels widen the first 4x4 conv (64 filters, no bias).
+  assert with_backbone - without == resnet18_without_fc + 512 * 4 * 4 * 64
   fusion = 512 * (512 + 512) + 512  # 1x1 conv: bottleneck + embedding -> bottleneck, with bias
-  assert with_backbone - without == resnet18_without_fc + fusion
+  assert with_bottleneck_fusion - without == resnet18_without_fc + fusion
   # The multiscale inputs widen the first two convolutions; attention adds its block at level 3.
   assert without > _param_count(models.create_generator(plain.model, 256), (1, 256, 256, 1))
+
+
+def _conv(cin, cout, k=3):
+  return k * k * cin * cout + cout  # with bias
+
+
+@pytest.mark.parametrize("name, backbone_params, embedding", [
+    ("seed001_inception", 21_785_568, 2048),  # torchvision inception_v3 less aux and fc
+    ("seed001_efficientnet", 5_288_548 - 1_281_000, 1280),
+])
+def test_report001_fusion_models_have_the_reports_layers(name, backbone_params, embedding):
+  # Report 001's table (model 4): encoder 64-128-128-256-256-512-512-256, fusion 256 (1x1 conv
+  # of the encoder's features and the embedding), decoder 128-64-32-16-2; 3x3 convs with bias.
+  encoder = (1, 64, 128, 128, 256, 256, 512, 512, 256)
+  decoder = (256, 128, 64, 32, 16, 2)
+  network = (sum(_conv(a, b) for a, b in zip(encoder, encoder[1:]))
+             + _conv(256 + embedding, 256, k=1)
+             + sum(_conv(a, b) for a, b in zip(decoder, decoder[1:])))
+  c = config_lib.load_config(name)
+  assert c.optimizer.name == "rmsprop" and c.data.crop_size == 256
+  assert _param_count(models.create_generator(c.model, 256), (1, 256, 256, 1)) == \
+      backbone_params + network
+  assert fid.num_params() == 21_785_568 and efficientnet.num_params() == 5_288_548 - 1_281_000
+
+
+def test_report001_models_1_and_2():
+  vgg16_features = 14_714_688  # torchvision vgg16 without its classifier
+  decoder = (512, 256, 128, 64, 32, 16, 2)  # on pool5 (512 channels)
+  c = config_lib.load_config("seed001_vgg16")
+  assert _param_count(models.create_generator(c.model, 224), (1, 224, 224, 1)) == \
+      vgg16_features + sum(_conv(a, b) for a, b in zip(decoder, decoder[1:]))
+  model1 = config_lib.load_config("seed001_scratch")
+  assert model1.model.encoder_dropout == 0.5 and model1.data.crop_size == 512
+  # No skips, 4x4 convs: encoder 1-128-256-512-1024 (BatchNorm at the middle two), decoder
+  # 1024-512-256-128-3 (BatchNorm but at the output, which has a bias); dropout has no weights.
+  widths = (1, 128, 256, 512, 1024)
+  convs = sum(16 * a * b for a, b in zip(widths, widths[1:]))
+  up_widths = (1024, 512, 256, 128, 3)
+  up_convs = sum(16 * a * b for a, b in zip(up_widths, up_widths[1:])) + 3
+  norms = 2 * (256 + 512) + 2 * (512 + 256 + 128)
+  assert _param_count(models.create_generator(model1.model, 512), (1, 512, 512, 1)) == \
+      convs + up_convs + norms

@@ -316,3 +316,32 @@ def test_data_vflip_from_the_config_flips_training_crops_vertically(tiny_config,
   config_lib.apply_overrides(c, {"data.vflip": "false"})
   batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
   np.testing.assert_array_equal(batch, np.broadcast_to(rgb, batch.shape))
+
+
+def test_rmsprop_is_keras_rmsprop_in_closed_form(tiny_config):
+  # Keras' RMSprop (rho, epsilon; no momentum, not centred): ms <- rho ms + (1 - rho) g^2 from
+  # ms = 0, w <- w - lr g / sqrt(ms + eps); coupled L2 decay adds wd * w to g first.
+  opt = tiny_config.optimizer
+  opt.update(name="rmsprop", rms_decay=0.8, rms_eps=1e-3, schedule="constant", frozen=())
+  lr, wd = 0.01, 0.1
+  tx = train.create_optimizer(opt, 10, lr=lr, b1=0.9, b2=0.999, weight_decay=wd,
+                              name="rmsprop")
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(5,)).astype(np.float32)
+  params, state = {"w": jnp.asarray(w)}, tx.init({"w": jnp.asarray(w)})
+  ms = np.zeros(5, np.float64)
+  w_ref = w.astype(np.float64)
+  for _ in range(3):
+    g = rng.normal(size=(5,))
+    updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+    params = {"w": params["w"] + updates["w"]}
+    g_total = g + wd * w_ref
+    ms = 0.8 * ms + 0.2 * g_total**2
+    w_ref = w_ref - lr * g_total / np.sqrt(ms + 1e-3)
+  np.testing.assert_allclose(np.asarray(params["w"]), w_ref, rtol=1e-5, atol=1e-6)
+  # Adam from the same start moves the parameters differently: the choice is honoured.
+  adam = train.create_optimizer(opt, 10, lr=lr, b1=0.9, b2=0.999, weight_decay=wd)
+  g = {"w": jnp.ones(5)}
+  rms_step, _ = tx.update(g, tx.init(g), g)
+  adam_step, _ = adam.update(g, adam.init(g), g)
+  assert not np.allclose(rms_step["w"], adam_step["w"])

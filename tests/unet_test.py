@@ -374,3 +374,25 @@ def test_rgb_head_and_size_errors():
   assert float(out.min()) > 0 and float(out.max()) < 1
   with pytest.raises(ValueError, match="divisible by 8, got 24x20"):
     abstract_variables(model, 24, width=20)
+
+
+def test_encoder_dropout_follows_each_encoder_batch_norm():
+  # Report 001's model 1: Dropout(0.5) after every encoder BatchNorm (levels 1 .. n-2 here).
+  block = unet.DownBlock(8, dropout_rate=0.5)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 16, 16, 4)), jnp.float32)
+  variables = block.init(jax.random.key(0), x, train=False)
+  apply = lambda rate, train, rng: block.clone(dropout_rate=rate).apply(
+      variables, x, train=train, rngs={"dropout": rng}, mutable=["batch_stats"])[0]
+  plain = np.asarray(apply(0.0, True, jax.random.key(1)))
+  dropped = np.asarray(apply(0.5, True, jax.random.key(1)))
+  kept = dropped != 0
+  assert 0.4 < kept.mean() < 0.6
+  np.testing.assert_allclose(dropped[kept], 2.0 * plain[kept], rtol=1e-5)  # inverted dropout
+  np.testing.assert_array_equal(apply(0.5, False, jax.random.key(1)),
+                                apply(0.0, False, jax.random.key(1)))
+
+  model = unet.UNetGenerator(ngf=2, num_downs=5, use_dropout=False, skip_connections=False,
+                             encoder_dropout=0.5)
+  x = jnp.zeros((1, 32, 32, 1))
+  assert active_dropout_blocks(model, x, train=True) == ["down_1", "down_2", "down_3"]
+  assert active_dropout_blocks(model, x, train=False) == []

@@ -37,24 +37,58 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
     out_channels = 3 if model_cfg["output"] == "rgb" else 2
     num_downs = int(_get(model_cfg, "num_downs", 0)) or num_downs_for_size(image_size)
     backbone = _semantic_backbone(model_cfg, dtype)
+    input_fusion = backbone is not None and _get(model_cfg, "semantic_fusion",
+                                                 "bottleneck") == "input"
     unet = UNetGenerator(
         out_channels=out_channels,
         ngf=int(model_cfg["ngf"]),
         num_downs=num_downs,
         use_dropout=bool(model_cfg["use_dropout"]),
+        encoder_dropout=float(_get(model_cfg, "encoder_dropout", 0.0)),
         skip_connections=bool(model_cfg["skip_connections"]),
         attention=tuple(_get(model_cfg, "attention", ())),
         multiscale_inputs=bool(_get(model_cfg, "multiscale_inputs", False)),
-        semantic_channels=_semantic_channels(model_cfg),
+        semantic_channels=0 if input_fusion else _semantic_channels(model_cfg),
         conv_impl=str(_get(model_cfg, "conv_impl", "auto")),
         dtype=dtype,
     )
     if backbone is None:
       return unet
-    from colorjax.models.semantic import SemanticGenerator
+    from colorjax.models.semantic import FEATURE_MAPS, SemanticGenerator
     return SemanticGenerator(unet, backbone, convention=model_cfg["convention"],
-                             trainable=bool(_get(model_cfg, "semantic_trainable", False)))
+                             trainable=bool(_get(model_cfg, "semantic_trainable", False)),
+                             input_size=int(_get(model_cfg, "semantic_input_size", 0)),
+                             fusion="input" if input_fusion else "bottleneck",
+                             feature=FEATURE_MAPS.get(model_cfg["semantic_backbone"], "")
+                             if input_fusion else "")
+  if name in ("fusion", "feature_decoder"):
+    return _report001_generator(model_cfg, dtype)
   raise ValueError(f"unknown model.name {name!r}")
+
+
+def _report001_generator(model_cfg: Mapping[str, Any], dtype) -> nn.Module:
+  """Report 001's models 2-4 (colorjax/models/fusion.py); `ngf` = 64 gives the report's widths
+  (fusion: encoder 64-128-128-256-256-512-512-256, fusion 256, decoder 128-64-32-16-2;
+  feature_decoder: 256-128-64-32-16-2)."""
+  from colorjax.models import fusion, semantic
+  ngf = int(model_cfg["ngf"])
+  widths = lambda *multiples: tuple(max(1, int(ngf * k)) for k in multiples)
+  out_channels = 3 if model_cfg["output"] == "rgb" else 2
+  backbone = _semantic_backbone(model_cfg, dtype)
+  trainable = bool(_get(model_cfg, "semantic_trainable", False))
+  if model_cfg["name"] == "fusion":
+    network = fusion.FusionEncoderDecoder(
+        semantic_channels=_semantic_channels(model_cfg),
+        encoder_features=widths(1, 2, 2, 4, 4, 8, 8, 4), fusion_features=widths(4)[0],
+        decoder_features=widths(2, 1, 0.5, 0.25), out_channels=out_channels, dtype=dtype)
+    return semantic.SemanticGenerator(network, backbone, convention=model_cfg["convention"],
+                                      trainable=trainable,
+                                      input_size=int(_get(model_cfg, "semantic_input_size", 0)))
+  decoder = fusion.FeatureMapDecoder(decoder_features=widths(4, 2, 1, 0.5, 0.25),
+                                     out_channels=out_channels, dtype=dtype)
+  return semantic.SemanticFeatureDecoder(
+      decoder, backbone, feature=semantic.FEATURE_MAPS[model_cfg["semantic_backbone"]],
+      convention=model_cfg["convention"], trainable=trainable)
 
 
 def _semantic_backbone(model_cfg: Mapping[str, Any], dtype) -> nn.Module | None:
@@ -94,4 +128,5 @@ def create_discriminator(disc_cfg: Mapping[str, Any], model_cfg: Mapping[str, An
     return patchgan
   from colorjax.models.semantic import SemanticDiscriminator
   return SemanticDiscriminator(patchgan, backbone, convention=model_cfg["convention"],
-                               trainable=bool(_get(model_cfg, "semantic_trainable", False)))
+                               trainable=bool(_get(model_cfg, "semantic_trainable", False)),
+                               input_size=int(_get(model_cfg, "semantic_input_size", 0)))

@@ -153,10 +153,12 @@ class DownBlock(nn.Module):
   """One encoder level: [LeakyReLU(0.2)] -> Conv 4x4/2 (no bias) -> [BatchNorm].
 
   `extra_BhwE`, when given, is concatenated after the activation (multiscale inputs).
+  `dropout_rate` > 0 adds Dropout after the BatchNorm (report 001's model 1).
   """
   features: int
   pre_activation: bool = True
   norm: bool = True
+  dropout_rate: float = 0.0
   conv_impl: str = "xla"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
@@ -172,6 +174,8 @@ class DownBlock(nn.Module):
                       param_dtype=self.param_dtype, impl=self.conv_impl, name="conv")(x_BHWC)
     if self.norm:
       x = _batch_norm(train, self.dtype, self.param_dtype, name="norm")(x)
+      if self.dropout_rate > 0:
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return x
 
 
@@ -251,6 +255,7 @@ class UNetGenerator(nn.Module):
     ngf: channels of the first encoder level (64 in pix2pix; 8 makes a tiny test model).
     num_downs: encoder depth; `num_downs_for_size(256) == 8` gives pix2pix unet_256.
     use_dropout: dropout 0.5 in decoder levels 4 .. num_downs-2 (pix2pix's `use_dropout`).
+    encoder_dropout: dropout rate after each encoder BatchNorm (levels 1 .. num_downs-2); 0 = off.
     skip_connections: False gives the plain encoder-decoder baseline (no concatenation).
     attention: decoder levels that get a `SelfAttention` on their output d_i (H / 2**i, before the
       skip concatenation), each in 1 .. num_downs-1; e.g. (3,) is 32x32 at 256 px.
@@ -263,6 +268,9 @@ class UNetGenerator(nn.Module):
       0 = off. The embedding is broadcast over the bottleneck grid, concatenated with e_{n-1}
       and fused back to ch_{n-1} channels by a 1x1 convolution (with bias) that the innermost
       decoder block's ReLU follows (the fusion of seed 001).
+    A `semantic_map_BHWC` passed to `__call__` (a backbone's feature map at the input's size,
+      seed 002's "concatenated with the grayscale input") is concatenated with the input of
+      level 0; the first convolution just sees more channels.
     output_activation: 'tanh' (pix2pix), 'sigmoid' or 'none'.
     upsample_method: see `ConvTranspose4x4Stride2`.
     conv_impl: how the 4x4 convs and transposed convs are computed (`colorjax.ops.conv`;
@@ -273,6 +281,7 @@ class UNetGenerator(nn.Module):
   ngf: int = 64
   num_downs: int = 8
   use_dropout: bool = True
+  encoder_dropout: float = 0.0
   skip_connections: bool = True
   attention: Sequence[int] = ()
   multiscale_inputs: bool = False
@@ -311,7 +320,7 @@ class UNetGenerator(nn.Module):
                        f"got {semantic_BC.shape}")
 
   @nn.compact
-  def __call__(self, l_norm_BHW1, train: bool, semantic_BC=None):
+  def __call__(self, l_norm_BHW1, train: bool, semantic_BC=None, semantic_map_BHWC=None):
     self._check(l_norm_BHW1, semantic_BC)
     n = self.num_downs
     channels = unet_channels(self.ngf, n)
@@ -326,10 +335,16 @@ class UNetGenerator(nn.Module):
       x = jnp.concatenate([l_norm_BHW1, space_to_depth(double, 2)], axis=-1)
       half_scale = jax.image.resize(l_norm_BHW1, (b, h // 2, w // 2, l_norm_BHW1.shape[-1]),
                                     "bilinear", antialias=True)
+    if semantic_map_BHWC is not None:
+      if semantic_map_BHWC.shape[:3] != (b, h, w):
+        raise ValueError(f"semantic_map_BHWC must have shape ({b}, {h}, {w}, C), got "
+                         f"{semantic_map_BHWC.shape}")
+      x = jnp.concatenate([x, semantic_map_BHWC.astype(x.dtype)], axis=-1)
 
     skips = []
     for i in range(n):
-      x = DownBlock(channels[i], pre_activation=i > 0, norm=0 < i < n - 1, conv_impl=impl,
+      x = DownBlock(channels[i], pre_activation=i > 0, norm=0 < i < n - 1,
+                    dropout_rate=self.encoder_dropout, conv_impl=impl,
                     name=f"down_{i}", **common)(x, train, extra_BhwE=half_scale if i == 1 else None)
       skips.append(x)
 
