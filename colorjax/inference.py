@@ -36,11 +36,16 @@ def resize_ab_to(ab_BhwC: jax.Array, height: int, width: int) -> jax.Array:
   return jax.image.resize(ab_BhwC, (b, height, width, c), method="bilinear", antialias=False)
 
 
+def generator_output(generator, variables, l_BHW1: jax.Array,
+                     model_cfg: Mapping[str, Any]) -> jax.Array:
+  """The eval-mode generator's raw output for L in [0, 100] (what `output_to_ab` decodes)."""
+  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
+  return generator.apply(variables, l_norm, train=False)
+
+
 def predict_ab(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
   """Eval-mode prediction: L in [0, 100] -> ab (Lab units) at the generator's output resolution."""
-  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
-  out = generator.apply(variables, l_norm, train=False)
-  return output_to_ab(out, model_cfg)
+  return output_to_ab(generator_output(generator, variables, l_BHW1, model_cfg), model_cfg)
 
 
 class Colorizer:
@@ -64,6 +69,8 @@ class Colorizer:
     self.generator = models.create_generator(model_cfg, self.size)
     self.variables = jax.device_put(dict(variables))
     self._predict = jax.jit(functools.partial(predict_ab, self.generator, model_cfg=model_cfg))
+    self._output = jax.jit(functools.partial(generator_output, self.generator,
+                                             model_cfg=model_cfg))
 
   @classmethod
   def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
@@ -80,6 +87,11 @@ class Colorizer:
 
   def __call__(self, l_BHW1: np.ndarray) -> np.ndarray:
     return np.asarray(self._predict(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+
+  def raw_output(self, l_BHW1: np.ndarray) -> np.ndarray:
+    """The generator's output before decoding (313 logits for 'bins' models), so that
+    `output_to_ab` can decode it again at another temperature without running the network."""
+    return np.asarray(self._output(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
 
 
 def official_eccv16_config() -> dict[str, Any]:
