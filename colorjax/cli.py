@@ -240,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("demo", help="colorize photos in the browser (a Gradio app; needs the "
                      "'demo' extra)")
-  p.add_argument("--checkpoint", action="append", help="a training workdir or an exported model "
-                 "(repeat to offer several; default: ./workdir, the quickstart's)")
-  p.add_argument("--weights", action="append", help="official ECCV16 PyTorch state_dict file "
-                 "(.pth; repeatable)")
+  p.add_argument("--checkpoint", action="append", type=_path, help="a training workdir or an "
+                 "exported model (repeat to offer several; default: ./workdir, the quickstart's)")
+  p.add_argument("--weights", action="append", type=_path, help="official ECCV16 PyTorch "
+                 "state_dict file (.pth; repeatable)")
   p.add_argument("--port", type=int, default=7860)
   p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
   return parser

@@ -34,9 +34,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from colorjax import checkpoint
 from colorjax import colorization
 from colorjax import images
+from colorjax import paths
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class ModelSource:
 
 def has_checkpoint(workdir: str | os.PathLike) -> bool:
   """Whether a training workdir holds a finished checkpoint (orbax names those by their step)."""
+  from colorjax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoints = pathlib.Path(workdir) / checkpoint.CHECKPOINTS_SUBDIR
   return (pathlib.Path(workdir) / checkpoint.CONFIG_FILE).is_file() and checkpoints.is_dir() and any(
       p.is_dir() and p.name.isdigit() for p in checkpoints.iterdir())
@@ -96,7 +97,7 @@ def model_sources(checkpoints: Sequence[str] = (), weights: Sequence[str] = (),
   if not sources:
     if not has_checkpoint(default_workdir):
       raise NoModelError(NO_MODEL_HINT)
-    sources = [ModelSource("checkpoint", default_workdir)]
+    sources = [ModelSource("checkpoint", paths.absolute(default_workdir))]
   labels = [s.label for s in sources]
   duplicates = sorted({label for label in labels if labels.count(label) > 1})
   if duplicates:
