@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 import threading
@@ -372,7 +373,7 @@ def build_app(demo: Demo):
           colorized = gr.Image(label="Colorized", elem_id="colorized", **image_args)
           original = gr.Image(label="Original", elem_id="original", **image_args)
         results = gr.Gallery(label="All results (select one to compare it; PNG download)",
-                             format="png", columns=6, height="auto", elem_id="results",
+                             format="png", columns=5, height=300, elem_id="results",
                              interactive=False, buttons=["download", "fullscreen"])
     shown = [gray, colorized, original, results, status]
     controls = [model, size, temperature]
@@ -384,8 +385,9 @@ def build_app(demo: Demo):
     # Live: the network's outputs are kept, a temperature only decodes them again.
     temperature.input(show, [photos, selected] + controls, shown, trigger_mode="always_last",
                       show_progress="hidden")
-    # A new size runs (and first compiles) the network: on release only.
-    size.release(show, [photos, selected] + controls, shown)
+    # A new size runs (and first compiles) the network: while one runs, only the latest of the
+    # sizes passed meanwhile is queued.
+    size.input(show, [photos, selected] + controls, shown, trigger_mode="always_last")
     results.select(on_select, [photos] + controls, [selected] + shown)
   return app
 
@@ -430,6 +432,8 @@ def run(checkpoints: Sequence[str] = (), weights: Sequence[str] = (), *,
     print(f"colorjax demo: {e}", file=sys.stderr)
     return 2
   demo = Demo.load(sources)
+  # `kill` stops the server like Ctrl+C does, so its temporary directory is removed.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     with serve(demo, host=host, port=port) as url:
       print(f"colorjax demo: serving {', '.join(demo.model_names)} on {url} (Ctrl+C stops it)",
