@@ -265,7 +265,11 @@ class Demo:
       size = check_size(size)
       colorizer = self.colorizer(model)
       results = [self.colorize(model, photo, size, temperature) for photo in photos]
+    except ValueError as e:  # a bad control value (sent by hand: the page's controls are bounded)
+      rendered.messages.append(f"cannot colorize with {model} at {size!r} px: {e}")
+      return rendered
     except Exception as e:  # pylint: disable=broad-except
+      # E.g. a U-Net given a size its depth does not divide: the message, never a dead server.
       _log.warning("colorizing failed", exc_info=True)
       rendered.messages.append(f"cannot colorize with {model} at {size!r} px: "
                                f"{type(e).__name__}: {e}")
@@ -296,8 +300,12 @@ def gradio_available() -> bool:
   return importlib.util.find_spec("gradio") is not None
 
 
-def _status_markdown(messages: Sequence[str]) -> str:
-  return "\n".join(f"- {m}" for m in messages)
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|~"})
+
+
+def status_markdown(messages: Sequence[str]) -> str:
+  """The messages as a Markdown list, verbatim (file names may hold Markdown's characters)."""
+  return "\n".join(f"- {m.translate(_MARKDOWN_SPECIAL)}" for m in messages)
 
 
 def build_app(demo: Demo):
@@ -315,7 +323,7 @@ def build_app(demo: Demo):
 
   def views(rendered: Rendered):
     return (rendered.gray, rendered.colorized, rendered.original, rendered.results,
-            _status_markdown(rendered.messages))
+            status_markdown(rendered.messages))
 
   def show(photos, selected, model, size, temperature, read_errors=()):
     return views(demo.render(photos, selected, model, size, temperature, read_errors))
@@ -363,7 +371,7 @@ def build_app(demo: Demo):
         size = gr.Slider(MIN_SIZE, MAX_SIZE, step=SIZE_STEP, value=demo.default_size(first),
                          label="Network input size (px)", elem_id="size",
                          info="the photo is resized to this square for the model only")
-        status = gr.Markdown(_status_markdown(["Upload photos or pick a bundled one."]),
+        status = gr.Markdown(status_markdown(["Upload photos or pick a bundled one."]),
                              elem_id="status")
       with gr.Column(scale=3):
         with gr.Row():
@@ -378,17 +386,22 @@ def build_app(demo: Demo):
     shown = [gray, colorized, original, results, status]
     controls = [model, size, temperature]
     app.load(temperature_update, [model], [temperature])
-    upload.upload(on_upload, [upload] + controls, [photos, selected] + shown)
-    upload.clear(on_upload, [upload] + controls, [photos, selected] + shown)
-    bundled.input(on_bundled, [bundled] + controls, [photos, selected] + shown)
-    model.input(on_model, [photos, selected, model], [temperature, size] + shown)
     # Live: the network's outputs are kept, a temperature only decodes them again.
-    temperature.input(show, [photos, selected] + controls, shown, trigger_mode="always_last",
-                      show_progress="hidden")
-    # A new size runs (and first compiles) the network: while one runs, only the latest of the
-    # sizes passed meanwhile is queued.
-    size.input(show, [photos, selected] + controls, shown, trigger_mode="always_last")
-    results.select(on_select, [photos] + controls, [selected] + shown)
+    rerenders = [
+        temperature.input(show, [photos, selected] + controls, shown, trigger_mode="always_last",
+                          show_progress="hidden"),
+        # A new size runs (and first compiles) the network: while one runs, only the latest of
+        # the sizes passed meanwhile is queued.
+        size.input(show, [photos, selected] + controls, shown, trigger_mode="always_last"),
+        results.select(on_select, [photos] + controls, [selected] + shown),
+    ]
+    # New photos or a new model drop the re-renders still queued (they hold the old photos and
+    # settings and would otherwise overwrite the new page when they finish).
+    upload.upload(on_upload, [upload] + controls, [photos, selected] + shown, cancels=rerenders)
+    upload.clear(on_upload, [upload] + controls, [photos, selected] + shown, cancels=rerenders)
+    bundled.input(on_bundled, [bundled] + controls, [photos, selected] + shown, cancels=rerenders)
+    model.input(on_model, [photos, selected, model], [temperature, size] + shown,
+                cancels=rerenders)
   return app
 
 

@@ -5,9 +5,11 @@ report's (`apt-get install -y chromium chromium-driver`); it and the Gradio chec
 saying so, where those or the `demo` extra are not installed.
 """
 import functools
+import html as stdlib_html
 import io
 import os
 import pathlib
+import re
 import shutil
 import socket
 import time
@@ -178,6 +180,14 @@ def test_render_reports_instead_of_raising(app_logic, photos_dir):
       "Upload photos or pick a bundled one."]
 
 
+def test_status_shows_messages_verbatim():
+  markdown_it = pytest.importorskip("markdown_it")
+  messages = ["cannot read image a_b_*c*.jpg: <x> [l](u) `k` #1 | ~y~ \\", "second"]
+  html = markdown_it.MarkdownIt("commonmark").render(demo.status_markdown(messages))
+  items = re.findall(r"<li>(.*?)</li>", html)
+  assert [stdlib_html.unescape(item) for item in items] == messages
+
+
 # ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------
@@ -231,6 +241,7 @@ def browser():
   options.binary_location = chromium
   for flag in CHROMIUM_FLAGS:
     options.add_argument(flag)
+  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
   driver = webdriver.Chrome(service=Service(chromedriver), options=options)
   driver.set_page_load_timeout(60)
   yield driver
@@ -254,18 +265,24 @@ def _fetch_png(url: str) -> np.ndarray:
 def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic, photos_dir,
                                                               tmp_path, monkeypatch):
   # pylint: disable=g-import-not-at-top
+  from selenium.common.exceptions import TimeoutException
   from selenium.webdriver.common.keys import Keys
   from selenium.webdriver.support.ui import WebDriverWait
   # pylint: enable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
-  (tmp_path / "notes.jpg").write_text("not a photo")
+  unreadable = tmp_path / "_notes_ [draft](x).jpg"  # Markdown's syntax, to be shown verbatim
+  unreadable.write_text("not a photo")
   by = "css selector"
   model = app_logic.model_names[0]
   photo = _photo(photos_dir)
 
   def wait(condition, what, timeout=60):
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(
-        lambda d: condition(), message=f"timed out waiting for {what}")
+    try:
+      return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: condition())
+    except TimeoutException:
+      page = browser.find_element(by, "body").text
+      console = [entry["message"] for entry in browser.get_log("browser")]
+      pytest.fail(f"timed out waiting for {what}; the page says: {page!r}; console: {console}")
 
   def status():
     return browser.find_element(by, "#status").text
@@ -301,11 +318,13 @@ def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic,
     # An unreadable upload: a message, no image, and the server goes on.
     browser.find_element(by, "#upload button[aria-label='Clear']").click()
     wait(lambda: colorized() is None, "the cleared page")
-    browser.find_element(by, "#upload input[type=file]").send_keys(str(tmp_path / "notes.jpg"))
-    wait(lambda: "cannot read image notes.jpg: not an image file" in status(), "the message")
+    browser.find_element(by, "#upload input[type=file]").send_keys(str(unreadable))
+    wait(lambda: f"cannot read image {unreadable.name}: not an image file" in status(),
+         "the message")
     assert colorized() is None
     # Uploads went to the server's temporary directory only.
-    assert list(temp_dir.rglob("notes.jpg")) and sorted(os.listdir(tmp_path)) == ["notes.jpg"]
+    assert any(p.name == unreadable.name for p in temp_dir.rglob("*"))
+    assert os.listdir(tmp_path) == [unreadable.name]
     browser.find_element(by, "#upload button[aria-label='Clear']").click()
     browser.find_element(by, "#upload input[type=file]").send_keys(str(photos_dir / "rocket.jpg"))
     wait(lambda: "rocket.jpg" in status() and colorized(), "a colorization after the error")
