@@ -80,10 +80,13 @@ class ModelSource:
 
 def has_checkpoint(workdir: str | os.PathLike) -> bool:
   """Whether a training workdir holds a finished checkpoint (orbax names those by their step)."""
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    return False
   from colorjax import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoints = pathlib.Path(workdir) / checkpoint.CHECKPOINTS_SUBDIR
-  return (pathlib.Path(workdir) / checkpoint.CONFIG_FILE).is_file() and checkpoints.is_dir() and any(
-      p.is_dir() and p.name.isdigit() for p in checkpoints.iterdir())
+  checkpoints = workdir / checkpoint.CHECKPOINTS_SUBDIR
+  return ((workdir / checkpoint.CONFIG_FILE).is_file() and checkpoints.is_dir()
+          and any(p.is_dir() and p.name.isdigit() for p in checkpoints.iterdir()))
 
 
 def model_sources(checkpoints: Sequence[str] = (), weights: Sequence[str] = (),
@@ -321,12 +324,25 @@ def build_app(demo: Demo):
                      info=("annealed mean of the 313 bins: low is vivid, 1 is the plain mean"
                            if on else "only for 313-bin (ECCV16-style) models"))
 
-  def views(rendered: Rendered):
-    return (rendered.gray, rendered.colorized, rendered.original, rendered.results,
-            status_markdown(rendered.messages))
+  def key_of(photos, selected, model, size, temperature):
+    return (tuple(p.key for p in photos), selected, model, size, temperature)
 
   def show(photos, selected, model, size, temperature, read_errors=()):
-    return views(demo.render(photos, selected, model, size, temperature, read_errors))
+    """Everything: [gray, colorized, original, results, status, shown_key]."""
+    r = demo.render(photos, selected, model, size, temperature, read_errors)
+    return (r.gray, r.colorized, r.original, r.results, status_markdown(r.messages),
+            key_of(photos, selected, model, size, temperature))
+
+  def on_control(photos, selected, model, size, temperature, shown_key):
+    """A slider moved: [colorized, results, status, shown_key]; the gray and original views stay
+    (re-sending them would re-encode and rewrite their files for nothing)."""
+    key = key_of(photos, selected, model, size, temperature)
+    if key == shown_key:
+      # The slider's keyboard handling sends its last value twice; rendering it again would
+      # rewrite the shown image's file while the browser may be reading it.
+      return gr.skip()
+    r = demo.render(photos, selected, model, size, temperature)
+    return r.colorized, r.results, status_markdown(r.messages), key
 
   def on_upload(paths, model, size, temperature):
     photos, errors = read_photos(paths or [])
@@ -345,10 +361,13 @@ def build_app(demo: Demo):
       return ((temperature_update(model), gr.update(value=size))
               + show(photos, selected, model, size, temperature))
     except Exception as e:  # pylint: disable=broad-except
-      return (gr.update(), gr.update()) + views(Rendered(messages=[str(e)]))
+      return (gr.skip(),) * 2 + show([], 0, model, None, None, [str(e)])
 
   def on_select(photos, model, size, temperature, evt):
-    return (evt.index,) + show(photos, evt.index, model, size, temperature)
+    """A result picked: [selected] + everything but the results gallery itself."""
+    gray_view, colorized_view, original_view, _, status_text, key = show(
+        photos, evt.index, model, size, temperature)
+    return evt.index, gray_view, colorized_view, original_view, status_text, key
   # Gradio passes the selection to the argument annotated so (a real class, not the string that
   # postponed annotations would leave).
   on_select.__annotations__["evt"] = gr.SelectData
@@ -383,17 +402,21 @@ def build_app(demo: Demo):
         results = gr.Gallery(label="All results (select one to compare it; PNG download)",
                              format="png", columns=5, height=300, elem_id="results",
                              interactive=False, buttons=["download", "fullscreen"])
-    shown = [gray, colorized, original, results, status]
+    shown_key = gr.State(None)  # what the page shows: (photos, selected, model, size, temperature)
+    shown = [gray, colorized, original, results, status, shown_key]
     controls = [model, size, temperature]
     app.load(temperature_update, [model], [temperature])
     # Live: the network's outputs are kept, a temperature only decodes them again.
     rerenders = [
-        temperature.input(show, [photos, selected] + controls, shown, trigger_mode="always_last",
+        temperature.input(on_control, [photos, selected] + controls + [shown_key],
+                          [colorized, results, status, shown_key], trigger_mode="always_last",
                           show_progress="hidden"),
         # A new size runs (and first compiles) the network: while one runs, only the latest of
         # the sizes passed meanwhile is queued.
-        size.input(show, [photos, selected] + controls, shown, trigger_mode="always_last"),
-        results.select(on_select, [photos] + controls, [selected] + shown),
+        size.input(on_control, [photos, selected] + controls + [shown_key],
+                   [colorized, results, status, shown_key], trigger_mode="always_last"),
+        results.select(on_select, [photos] + controls,
+                       [selected, gray, colorized, original, status, shown_key]),
     ]
     # New photos or a new model drop the re-renders still queued (they hold the old photos and
     # settings and would otherwise overwrite the new page when they finish).
@@ -446,7 +469,7 @@ def run(checkpoints: Sequence[str] = (), weights: Sequence[str] = (), *,
     return 2
   demo = Demo.load(sources)
   # `kill` stops the server like Ctrl+C does, so its temporary directory is removed.
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     with serve(demo, host=host, port=port) as url:
       print(f"colorjax demo: serving {', '.join(demo.model_names)} on {url} (Ctrl+C stops it)",
@@ -459,4 +482,6 @@ def run(checkpoints: Sequence[str] = (), weights: Sequence[str] = (), *,
   except OSError as e:
     print(f"colorjax demo: error: cannot serve on {host}:{port}: {e}", file=sys.stderr)
     return 2
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
   return 0

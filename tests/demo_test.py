@@ -1,9 +1,10 @@
-"""`colorjax demo`: the app's logic without a browser, the command's errors, and the page in Chromium.
+"""`colorjax demo`: the app's logic without a browser, the command's errors, the page in Chromium.
 
 The browser test drives Debian's Chromium headless through selenium and chromedriver, like the
 report's (`apt-get install -y chromium chromium-driver`); it and the Gradio checks are skipped,
 saying so, where those or the `demo` extra are not installed.
 """
+import contextlib
 import functools
 import html as stdlib_html
 import io
@@ -262,8 +263,8 @@ def _fetch_png(url: str) -> np.ndarray:
 # Gradio 6.31's queue statistics use pandas options that pandas 3 deprecates.
 @pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated",
                             "ignore:The copy keyword is deprecated")
-def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic, photos_dir,
-                                                              tmp_path, monkeypatch):
+def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic, tiny_model,
+                                                              photos_dir, tmp_path, monkeypatch):
   # pylint: disable=g-import-not-at-top
   from selenium.common.exceptions import TimeoutException
   from selenium.webdriver.common.keys import Keys
@@ -294,7 +295,8 @@ def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic,
         "return i && i.complete && i.naturalWidth ? [i.src, i.naturalWidth, i.naturalHeight] "
         ": null;")
 
-  with demo.serve(app_logic, port=_free_port()) as url:
+  port = _free_port()
+  with demo.serve(app_logic, port=port) as url:
     temp_dir = pathlib.Path(os.environ["GRADIO_TEMP_DIR"])
     browser.get(url)
     upload = wait(lambda: browser.find_elements(by, "#upload input[type=file]"), "the page")[0]
@@ -328,4 +330,12 @@ def test_page_colorizes_an_upload_live_and_reports_a_bad_one(browser, app_logic,
     browser.find_element(by, "#upload button[aria-label='Clear']").click()
     browser.find_element(by, "#upload input[type=file]").send_keys(str(photos_dir / "rocket.jpg"))
     wait(lambda: "rocket.jpg" in status() and colorized(), "a colorization after the error")
+
+    # A second server on the taken port: one line, no traceback. (Not capsys: the web server's
+    # log handlers keep the stream they are started with, and capsys closes its own.)
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+      assert demo.run([str(tiny_model[2])], port=port) == 2
+    err = stderr.getvalue()
+    assert err.startswith(f"colorjax demo: error: cannot serve on 127.0.0.1:{port}: ")
+    assert err.count("\n") == 1
   assert not temp_dir.exists()
