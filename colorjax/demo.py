@@ -429,6 +429,22 @@ def build_app(demo: Demo):
 
 
 @contextlib.contextmanager
+def _uvicorn_keeps_logging() -> Iterator[None]:
+  """Gradio's web server (uvicorn) applies its default logging config with `dictConfig`, which
+  closes every logging handler of the process (colorjax's console, a test runner's captures).
+  Applied incrementally instead, it changes no handler; its records reach colorjax's."""
+  from uvicorn import config as uvicorn_config  # pylint: disable=g-import-not-at-top
+  default = dict(uvicorn_config.LOGGING_CONFIG)
+  uvicorn_config.LOGGING_CONFIG.clear()
+  uvicorn_config.LOGGING_CONFIG.update(version=1, incremental=True)
+  try:
+    yield
+  finally:
+    uvicorn_config.LOGGING_CONFIG.clear()
+    uvicorn_config.LOGGING_CONFIG.update(default)
+
+
+@contextlib.contextmanager
 def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> Iterator[str]:
   """Runs the app in background threads until the `with` block ends; yields its URL.
 
@@ -443,8 +459,9 @@ def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> I
     try:
       app = build_app(demo)
       app.queue(default_concurrency_limit=1)
-      app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                 show_error=False, ssr_mode=False, max_file_size=MAX_UPLOAD)
+      with _uvicorn_keeps_logging():
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                   show_error=False, ssr_mode=False, max_file_size=MAX_UPLOAD)
       yield app.local_url
     finally:
       if app is not None:
@@ -454,6 +471,12 @@ def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> I
           os.environ.pop(k, None)
         else:
           os.environ[k] = v
+
+
+def wait_for_interrupt() -> None:
+  """Blocks the main thread (the server runs in others) until Ctrl+C or SIGTERM."""
+  while True:
+    time.sleep(1)
 
 
 def run(checkpoints: Sequence[str] = (), weights: Sequence[str] = (), *,
@@ -475,8 +498,7 @@ def run(checkpoints: Sequence[str] = (), weights: Sequence[str] = (), *,
       print(f"colorjax demo: serving {', '.join(demo.model_names)} on {url} (Ctrl+C stops it)",
             flush=True)
       try:
-        while True:
-          time.sleep(1)
+        wait_for_interrupt()
       except KeyboardInterrupt:
         print("colorjax demo: stopped")
   except OSError as e:
