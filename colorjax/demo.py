@@ -450,11 +450,15 @@ def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> I
 
   Uploads and served images go to a temporary directory, removed afterwards.
   """
+  # Imported before GRADIO_TEMP_DIR is set: the few paths Gradio fixes at import (an empty
+  # editor-history folder it makes at every launch) stay in its own default folder, and a second
+  # server in this process does not recreate the first one's removed temporary directory.
+  import gradio  # pylint: disable=g-import-not-at-top,unused-import
+  saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}
+  os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
   with tempfile.TemporaryDirectory(prefix="colorjax-demo-") as temp_dir:
-    saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}
     # Read by Gradio when the app is built and at each upload.
     os.environ["GRADIO_TEMP_DIR"] = temp_dir
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     app = None
     try:
       app = build_app(demo)
