@@ -177,6 +177,11 @@ def cmd_prepare(args) -> int:
   return 0
 
 
+def cmd_demo(args) -> int:
+  from colorjax import demo  # pylint: disable=g-import-not-at-top
+  return demo.run(args.checkpoint or (), args.weights or (), host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="colorjax", description="Automatic image colorization in JAX/Flax.")
@@ -243,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("out", type=_path)
   p.add_argument("--name", default="colorjax_folder")
   p.add_argument("--max-side", type=int)
+
+  p = sub.add_parser("demo", help="colorize photos in the browser (a Gradio app; needs the "
+                     "'demo' extra)")
+  p.add_argument("--checkpoint", action="append", type=_path, help="a training workdir or an "
+                 "exported model (repeat to offer several; default: ./workdir, the quickstart's)")
+  p.add_argument("--weights", action="append", type=_path, help="official ECCV16 PyTorch "
+                 "state_dict file (.pth; repeatable)")
+  p.add_argument("--port", type=int, default=7860)
+  p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
   return parser
 
 
@@ -266,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   commands = {"train": lambda: cmd_train(args, overrides), "bench": lambda: cmd_bench(args, overrides),
               "eval": lambda: cmd_eval(args), "colorize": lambda: cmd_colorize(args),
               "prior": lambda: cmd_prior(args), "import": lambda: cmd_import(args),
-              "prepare": lambda: cmd_prepare(args), "report": lambda: cmd_report(args)}
+              "prepare": lambda: cmd_prepare(args), "report": lambda: cmd_report(args),
+              "demo": lambda: cmd_demo(args)}
   try:
     return commands[args.command]()
   except KeyboardInterrupt:

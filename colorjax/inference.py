@@ -38,11 +38,16 @@ def resize_ab_to(ab_BhwC: jax.Array, height: int, width: int) -> jax.Array:
   return jax.image.resize(ab_BhwC, (b, height, width, c), method="bilinear", antialias=False)
 
 
+def generator_output(generator, variables, l_BHW1: jax.Array,
+                     model_cfg: Mapping[str, Any]) -> jax.Array:
+  """The eval-mode generator's raw output for L in [0, 100] (what `output_to_ab` decodes)."""
+  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
+  return generator.apply(variables, l_norm, train=False)
+
+
 def predict_ab(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
   """Eval-mode prediction: L in [0, 100] -> ab (Lab units) at the generator's output resolution."""
-  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
-  out = generator.apply(variables, l_norm, train=False)
-  return output_to_ab(out, model_cfg)
+  return output_to_ab(generator_output(generator, variables, l_BHW1, model_cfg), model_cfg)
 
 
 def predicts_rgb(model_cfg: Mapping[str, Any]) -> bool:
@@ -89,6 +94,8 @@ class Colorizer:
     self._predict_rgb = (jax.jit(functools.partial(predict_rgb, self.generator,
                                                    model_cfg=model_cfg))
                          if self.output == "rgb" else None)
+    self._output = jax.jit(functools.partial(generator_output, self.generator,
+                                             model_cfg=model_cfg))
 
   @classmethod
   def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
@@ -109,6 +116,11 @@ class Colorizer:
     if self._predict_rgb is None:
       raise ValueError(f"this model predicts {self.model_cfg['output']!r}, not RGB")
     return np.asarray(self._predict_rgb(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+
+  def raw_output(self, l_BHW1: np.ndarray) -> np.ndarray:
+    """The generator's output before decoding (313 logits for 'bins' models), so that
+    `output_to_ab` can decode it again at another temperature without running the network."""
+    return np.asarray(self._output(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
 
 
 def official_eccv16_config() -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pathlib
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -79,7 +80,24 @@ def _tiny_args(argv: list[str]) -> list[str]:
     return ["--size", "32"]
   if argv[:3] == ["python", "-m", "benchmarks.compare"]:
     return ["--size", "32", "--repeats", "1"]
+  if argv[:2] == ["colorjax", "demo"]:
+    with socket.socket() as s:  # a free port, not the example's
+      s.bind(("127.0.0.1", 0))
+      return ["--port", str(s.getsockname()[1])]
   return []
+
+
+def _run_demo(argv: list[str], monkeypatch) -> None:
+  """`colorjax demo ...`: loads its models, serves, and is stopped as Ctrl+C stops it."""
+  from colorjax import demo  # pylint: disable=g-import-not-at-top
+  if not demo.gradio_available():
+    pytest.skip("gradio missing: pip install -e '.[test]'")
+
+  def interrupt():
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(demo, "wait_for_interrupt", interrupt)
+  assert cli.main(argv[1:]) == 0, " ".join(argv)
 
 
 def test_every_example_is_known():
@@ -119,19 +137,24 @@ def user_dir(tmp_path, monkeypatch, photos_dir):
   return tmp_path
 
 
-def test_readme_commands_run_as_written(user_dir, capsys):
+def test_readme_commands_run_as_written(user_dir, capsys, monkeypatch):
   commands = readme_commands()
   # Trainings first: later examples read their workdirs (`workdir`, the default).
   commands.sort(key=lambda c: not c.startswith("colorjax train"))
   for command in commands:
     argv = _argv(command)
     argv += _tiny_args(argv)
-    if argv[0] == "colorjax":
+    if argv[:2] == ["colorjax", "demo"]:
+      _run_demo(argv, monkeypatch)
+    elif argv[0] == "colorjax":
       assert cli.main(argv[1:]) == 0, command
     else:
       from benchmarks import compare  # pylint: disable=g-import-not-at-top
       assert compare.main(argv[3:]) in (0, None), command
   out = capsys.readouterr().out
+  demos = sum(c.startswith("colorjax demo") for c in commands)
+  assert demos and out.count("colorjax demo: serving") == demos
+  assert out.count("colorjax demo: stopped") == demos
   assert json.loads([line for line in out.splitlines() if line.startswith("{")][0])  # bench
   assert len(list((user_dir / "colorized").glob("*.png"))) == 2  # old_photos/
   assert (user_dir / "metrics.json").is_file() and (user_dir / "eccv16_model").is_dir()
