@@ -15,6 +15,12 @@ from PIL import Image
 from colorjax import config as config_lib, sharding, train
 
 GOLDEN = {
+    "eccv16:tiny": {"train/grad_norm": 1.7494227886199951, "train/loss": 5.755856037139893},
+    "pix2pix:tiny": {"train/d_grad_norm": 1.3641608953475952, "train/d_loss": 0.7048078775405884,
+                     "train/grad_norm": 51.826412200927734, "train/loss": 19.84768295288086},
+    # A semantic variant: U-Net with attention, multiscale L and ResNet-18 features (random).
+    "seed002_attention_semantic:tiny": {"train/grad_norm": 0.5477110147476196,
+                                        "train/loss": 0.20115353167057037},
 }
 RTOL = 2e-4
 
