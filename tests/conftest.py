@@ -17,6 +17,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -37,3 +38,29 @@ def tiny_config():
   c = config_lib.load_config(str(REPO_ROOT / "configs" / "eccv16.py") + ":tiny")
   c.train.eval_every = 1000
   return c
+
+
+CHROMIUM_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "
+                 "`pip install -e '.[test]'`")
+
+
+def chromium_driver(window_size: str, page_load_timeout_s: int):
+  """A headless Chromium under Selenium (Debian's chromium + chromium-driver, as CI installs);
+  skips the test when either is missing. The flags keep Chromium off the (closed) network."""
+  webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium missing; {CHROMIUM_HINT}")
+  chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
+                  None)
+  chromedriver = shutil.which("chromedriver")
+  if chromium is None or chromedriver is None:
+    pytest.skip(f"chromium / chromedriver not installed; {CHROMIUM_HINT}")
+  from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
+  options = webdriver.ChromeOptions()
+  options.binary_location = chromium
+  for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-sync",
+               "--disable-dev-shm-usage", f"--window-size={window_size}"):
+    options.add_argument(flag)
+  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+  driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+  driver.set_page_load_timeout(page_load_timeout_s)
+  return driver

@@ -10,7 +10,6 @@ import io
 import os
 import pathlib
 import re
-import shutil
 import socket
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from PIL import Image
 import pytest
 from skimage import color as skcolor
 
+import conftest
 from colorjax import checkpoint
 from colorjax import cli
 from colorjax import colorization
@@ -220,30 +220,10 @@ def test_command_with_a_bad_checkpoint_is_one_line(tmp_path, monkeypatch, capsys
 # The page in a real browser
 # ----------------------------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1400,1000")
-CI_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "
-           "`pip install -e '.[test]'`")
-
-
 @pytest.fixture
 def browser():
-  pytest.importorskip("gradio", reason=f"gradio missing; {CI_HINT}")
-  webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium missing; {CI_HINT}")
-  chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
-                  None)
-  chromedriver = shutil.which("chromedriver")
-  if chromium is None or chromedriver is None:
-    pytest.skip(f"chromium / chromedriver not installed; {CI_HINT}")
-  from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
-  options = webdriver.ChromeOptions()
-  options.binary_location = chromium
-  for flag in CHROMIUM_FLAGS:
-    options.add_argument(flag)
-  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-  driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-  driver.set_page_load_timeout(60)
+  pytest.importorskip("gradio", reason=f"gradio missing; {conftest.CHROMIUM_HINT}")
+  driver = conftest.chromium_driver("1400,1000", 60)
   yield driver
   driver.quit()
 

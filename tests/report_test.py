@@ -8,13 +8,13 @@ import csv
 import json
 import pathlib
 import re
-import shutil
 import statistics
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import conftest
 from colorjax import metrics, report
 
 STEPS = 40
@@ -245,29 +245,9 @@ def test_game_pairs_from_a_colorize_folder(tmp_path, photos_dir):
 # The pages in a real browser
 # ----------------------------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1100,900")
-CI_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "
-           "`pip install selenium`")
-
-
 @pytest.fixture(scope="module")
 def browser():
-  webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium missing; {CI_HINT}")
-  chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
-                  None)
-  chromedriver = shutil.which("chromedriver")
-  if chromium is None or chromedriver is None:
-    pytest.skip(f"chromium / chromedriver not installed; {CI_HINT}")
-  from selenium.webdriver.chrome.service import Service  # pylint: disable=g-import-not-at-top
-  options = webdriver.ChromeOptions()
-  options.binary_location = chromium
-  for flag in CHROMIUM_FLAGS:
-    options.add_argument(flag)
-  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-  driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-  driver.set_page_load_timeout(30)
+  driver = conftest.chromium_driver("1100,900", 30)
   yield driver
   driver.quit()
 

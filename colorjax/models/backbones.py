@@ -89,7 +89,7 @@ def _conv(features, kernel, stride, padding, use_bias, dtype, param_dtype, name)
                  dtype=dtype, param_dtype=param_dtype, name=name)
 
 
-def _check_input(model_name, rgb_BHW3):
+def check_input(model_name, rgb_BHW3):
   if rgb_BHW3.ndim != 4 or rgb_BHW3.shape[-1] != 3:
     raise ValueError(f"{model_name} expects sRGB images of shape (B, H, W, 3) in [0, 1], got "
                      f"{rgb_BHW3.shape}; a gray L channel goes through gray_rgb_from_l first")
@@ -139,7 +139,7 @@ class ResNet18(nn.Module):
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True) -> BackboneOutput:
-    _check_input("ResNet18", rgb_BHW3)
+    check_input("ResNet18", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
     x = _conv(self.widths[0], 7, 2, 3, False, name="conv1", **kw)(x)
@@ -212,7 +212,7 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True) -> BackboneOutput:
-    _check_input("VGG", rgb_BHW3)
+    check_input("VGG", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
     activations = {}
@@ -314,7 +314,7 @@ def _expected_shapes(layers: list[_Layer]) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _variables_from_layers(state_dict: Mapping[str, Any], layers: list[_Layer],
+def variables_from_layers(state_dict: Mapping[str, Any], layers: list[_Layer],
                            ignored_prefixes: tuple[str, ...], source: str) -> dict:
   kept = {k: v for k, v in state_dict.items()
           if not k.endswith(".num_batches_tracked") and not k.startswith(ignored_prefixes)}
@@ -362,7 +362,7 @@ def resnet18_variables_from_torch(state_dict: Mapping[str, Any], *, include_top:
   listing every missing, unexpected or mis-shaped key (e.g. a ResNet-34 file's extra blocks)."""
   layers = _resnet18_layers(tuple(widths), include_top, num_classes)
   ignored = () if include_top else ("fc.",)
-  return _variables_from_layers(state_dict, layers, ignored, source)
+  return variables_from_layers(state_dict, layers, ignored, source)
 
 
 def vgg_variables_from_torch(state_dict: Mapping[str, Any], stage_convs: Sequence[int], *,
@@ -377,7 +377,7 @@ def vgg_variables_from_torch(state_dict: Mapping[str, Any], stage_convs: Sequenc
   layers = _vgg_layers(tuple(stage_convs), tuple(widths), include_top, classifier_features,
                        num_classes)
   ignored = () if include_top else ("classifier.",)
-  return _variables_from_layers(state_dict, layers, ignored, source)
+  return variables_from_layers(state_dict, layers, ignored, source)
 
 
 def vgg16_variables_from_torch(state_dict: Mapping[str, Any], **kwargs) -> dict:

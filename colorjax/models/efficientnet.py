@@ -82,7 +82,7 @@ class EfficientNetB0(nn.Module):
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True):
-    backbones._check_input("EfficientNetB0", rgb_BHW3)  # pylint: disable=protected-access
+    backbones.check_input("EfficientNetB0", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     def conv(x, features, kernel, stride, prefix, groups=1, bias=False):
@@ -171,7 +171,7 @@ def efficientnet_b0_variables_from_torch(state_dict: Mapping[str, Any], *,
   """
   layers = _layers(width, include_top, num_classes)
   ignored = () if include_top else ("classifier.",)
-  return backbones._variables_from_layers(  # pylint: disable=protected-access
+  return backbones.variables_from_layers(
       state_dict, layers, ignored, source)
 
 
