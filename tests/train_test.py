@@ -34,9 +34,12 @@ def _run_steps(config, batch, num_devices, steps):
 
 
 def test_loss_goes_down_on_bundled_photos(tiny_config, photos_dir):
-  losses, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 6)
-  assert losses[-1] < losses[0] - 0.1, losses
-  assert int(state["step"]) == 6
+  # Ten steps: after six the fall (~0.1) was within rounding of the threshold, so a change of
+  # XLA's kernels alone moved the test across it.
+  losses, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 8, 10)
+  assert all(b < a for a, b in zip(losses, losses[1:])), losses
+  assert losses[-1] < losses[0] - 0.15, losses
+  assert int(state["step"]) == 10
 
 
 def test_one_and_eight_devices_agree(tiny_config, photos_dir):
