@@ -48,6 +48,7 @@ from tqdm.contrib import logging as tqdm_logging
 
 from colorjax import color
 from colorjax import images
+from colorjax import inference
 
 _log = logging.getLogger(__name__)
 
@@ -401,10 +402,6 @@ def run(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | o
   Returns:
     The exit status: 0 when every image was written, 1 when any failed or none was found.
   """
-  # Imported here: building a model pulls in orbax and the model zoo, which `colorize` alone
-  # (given a ready Colorizer) does not need.
-  from colorjax import inference  # pylint: disable=g-import-not-at-top
-
   if (checkpoint is None) == (weights is None):
     raise ValueError(
         "give exactly one model: checkpoint= (a colorjax model or training directory) or "

@@ -245,14 +245,14 @@ class Demo:
   def colorize(self, model: str, photo: Photo, size: int, temperature: float | None) -> np.ndarray:
     """uint8 RGB of the photo's size: the model's ab at input size `size` joined to its L;
     `temperature` (None: the model's own) applies to 313-bin models only."""
-    from colorjax import inference  # pylint: disable=g-import-not-at-top
+    # Deferred like `load_colorizer`'s import: the model zoo loads once a model is used.
+    from colorjax.models import heads  # pylint: disable=g-import-not-at-top
     colorizer = self.colorizer(model)
     size = check_size(size)
     model_cfg = dict(colorizer.model_cfg)
     if temperature is not None and uses_temperature(colorizer):
       model_cfg["temperature"] = check_temperature(temperature)
-    ab_1hw2 = np.asarray(inference.output_to_ab(self.network_output(model, photo, size),
-                                                model_cfg))
+    ab_1hw2 = np.asarray(heads.output_to_ab(self.network_output(model, photo, size), model_cfg))
     return colorization.join_full_resolution(photo.rgb_HW3, ab_1hw2[0])
 
   def render(self, photos: Sequence[Photo], selected: int, model: str, size, temperature,

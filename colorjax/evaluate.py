@@ -33,6 +33,7 @@ import numpy as np
 
 from colorjax import checkpoint, color, colorization, data, fid, images, inference, metrics
 from colorjax import sharding
+from colorjax.models import heads
 
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
 _NUM_T = metrics.AUC_THRESHOLDS.shape[0]
@@ -165,13 +166,13 @@ def flatten(result: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]
 def eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
-  if inference.predicts_rgb(model_cfg):
+  if heads.is_rgb(model_cfg):
     rgb = inference.predict_rgb(generator, variables, l, model_cfg)
-    rgb = inference.resize_ab_to(rgb, *rgb_BHW3.shape[1:3])
+    rgb = heads.resize_to(rgb, *rgb_BHW3.shape[1:3])
     ab = color.rgb_to_lab(rgb)[..., 1:]
     return compare_to_truth(l, ab, rgb_BHW3, valid_B, rgb), rgb
   ab = inference.predict_ab(generator, variables, l, model_cfg)
-  ab = inference.resize_ab_to(ab, *rgb_BHW3.shape[1:3])
+  ab = heads.resize_to(ab, *rgb_BHW3.shape[1:3])
   return compare_to_truth(l, ab, rgb_BHW3, valid_B), color.lab_to_rgb(
       jnp.concatenate([l, ab], axis=-1))
 

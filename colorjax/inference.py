@@ -10,59 +10,28 @@ import numpy as np
 
 from colorjax import checkpoint, color, models
 from colorjax import config as config_lib
-from colorjax.models import eccv16
-
-
-def output_to_ab(out: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
-  """Generator output -> ab in Lab units, at the output's own resolution.
-
-  'bins': annealed mean of the 313 logits (temperature model.temperature); 'ab': tanh ab/110;
-  'rgb': tanh RGB in [-1, 1], converted to Lab and its ab kept.
-  """
-  kind = model_cfg["output"]
-  out = out.astype(jnp.float32)
-  if kind == "bins":
-    return color.decode_annealed_mean(out, float(model_cfg["temperature"]))
-  if kind == "ab":
-    return color.denormalize_ab(out)
-  if kind == "rgb":
-    return color.rgb_to_lab((out + 1.0) / 2.0)[..., 1:]
-  raise ValueError(f"unknown model.output {kind!r}")
-
-
-def resize_ab_to(ab_BhwC: jax.Array, height: int, width: int) -> jax.Array:
-  """Bilinear resize (half-pixel centres) of a batch of ab maps, on device."""
-  if ab_BhwC.shape[1:3] == (height, width):
-    return ab_BhwC
-  b, _, _, c = ab_BhwC.shape
-  return jax.image.resize(ab_BhwC, (b, height, width, c), method="bilinear", antialias=False)
+from colorjax.models import eccv16, heads
 
 
 def generator_output(generator, variables, l_BHW1: jax.Array,
                      model_cfg: Mapping[str, Any]) -> jax.Array:
-  """The eval-mode generator's raw output for L in [0, 100] (what `output_to_ab` decodes)."""
+  """The eval-mode generator's raw output for L in [0, 100] (what `heads.output_to_ab` decodes)."""
   l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
   return generator.apply(variables, l_norm, train=False)
 
 
 def predict_ab(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
   """Eval-mode prediction: L in [0, 100] -> ab (Lab units) at the generator's output resolution."""
-  return output_to_ab(generator_output(generator, variables, l_BHW1, model_cfg), model_cfg)
-
-
-def predicts_rgb(model_cfg: Mapping[str, Any]) -> bool:
-  """Whether a model's output is a whole RGB image (model.output='rgb') rather than chroma."""
-  return model_cfg["output"] == "rgb"
+  return heads.output_to_ab(generator_output(generator, variables, l_BHW1, model_cfg), model_cfg)
 
 
 def predict_rgb(generator, variables, l_BHW1: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
   """Eval-mode prediction of an RGB model: L in [0, 100] -> its RGB in [0, 1] (tanh mapped by
   (x + 1) / 2), at the generator's output resolution."""
-  if not predicts_rgb(model_cfg):
+  if not heads.is_rgb(model_cfg):
     raise ValueError(f"predict_rgb needs a model with output 'rgb', not {model_cfg['output']!r}")
-  l_norm = color.normalize_l(l_BHW1, model_cfg["convention"]).astype(jnp.float32)
-  out = generator.apply(variables, l_norm, train=False).astype(jnp.float32)
-  return jnp.clip((out + 1.0) / 2.0, 0.0, 1.0)
+  out = generator_output(generator, variables, l_BHW1, model_cfg)
+  return jnp.clip(heads.output_to_rgb(out), 0.0, 1.0)
 
 
 class Colorizer:
@@ -89,7 +58,7 @@ class Colorizer:
     self.size = int(config.get("data", {}).get("eval_size", 256))
     self.generator = models.create_generator(model_cfg, self.size)
     self.variables = jax.device_put(dict(variables))
-    self.output = "rgb" if predicts_rgb(model_cfg) else "ab"
+    self.output = "rgb" if heads.is_rgb(model_cfg) else "ab"
     self._predict = jax.jit(functools.partial(predict_ab, self.generator, model_cfg=model_cfg))
     self._predict_rgb = (jax.jit(functools.partial(predict_rgb, self.generator,
                                                    model_cfg=model_cfg))
@@ -119,7 +88,7 @@ class Colorizer:
 
   def raw_output(self, l_BHW1: np.ndarray) -> np.ndarray:
     """The generator's output before decoding (313 logits for 'bins' models), so that
-    `output_to_ab` can decode it again at another temperature without running the network."""
+    `heads.output_to_ab` can decode it again at another temperature without running the network."""
     return np.asarray(self._output(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
 
 

@@ -29,10 +29,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
+from colorjax import checkpoint, color, data, evaluate, losses, models, sharding
 from colorjax import config as config_lib
 from colorjax import flops, paths, perceptual, writers
 from colorjax import prior as prior_lib
+from colorjax.models import heads
 from colorjax.ops import xla_cpu
 
 State = dict[str, Any]
@@ -308,31 +309,9 @@ def _reconstruction_loss(setup: Setup, out, rgb, ab_true) -> jax.Array:
   if loss_cfg.kind == "soft_ce":
     return losses.soft_ce(out, ab_true, jnp.asarray(setup.class_weights),
                           k=loss_cfg.soft_k, sigma=loss_cfg.soft_sigma)
-  if setup.model_cfg.output == "rgb":
-    target = rgb.astype(jnp.float32) / 127.5 - 1.0
-  else:
-    target = color.normalize_ab(ab_true)
-  if setup.model_cfg.output == "bins":
-    # Regression of a bins model (seed 000's ECCV16 fine-tuning) acts on its decoded ab.
-    out = _fake_ab_norm(setup, out, *ab_true.shape[1:3])
-  return losses.regression(out, target, loss_cfg.kind, loss_cfg.l1_mse_p)
-
-
-def _predicted_rgb(setup: Setup, out, l_norm, height: int, width: int) -> jax.Array:
-  """The generator's color image, sRGB in [0, 1] at full resolution (for the perceptual loss)."""
-  if setup.model_cfg.output == "rgb":
-    return (out.astype(jnp.float32) + 1.0) / 2.0
-  ab = color.denormalize_ab(_fake_ab_norm(setup, out, height, width).astype(jnp.float32))
-  l = color.denormalize_l(l_norm, setup.model_cfg.convention)
-  return color.lab_to_rgb(jnp.concatenate([l, ab], axis=-1))
-
-
-def _fake_ab_norm(setup: Setup, out, height: int, width: int) -> jax.Array:
-  """What D sees of the generator: ab/110 at full resolution (decoded for 'bins')."""
-  if setup.model_cfg.output == "ab":
-    return out
-  ab = inference.output_to_ab(out, setup.model_cfg)
-  return color.normalize_ab(inference.resize_ab_to(ab, height, width))
+  return losses.regression(heads.regression_output(out, setup.model_cfg, *ab_true.shape[1:3]),
+                           heads.regression_target(setup.model_cfg, rgb, ab_true),
+                           loss_cfg.kind, loss_cfg.l1_mse_p)
 
 
 # A gradient norm that was not computed (the step is not one the loop logs).
@@ -384,7 +363,7 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
   if adversarial:
     disc = state["disc"]
     fake = jnp.concatenate([l_norm, jax.lax.stop_gradient(
-        _fake_ab_norm(setup, out, height, width))], axis=-1)
+        heads.fake_ab_norm(out, setup.model_cfg, height, width))], axis=-1)
     real = jnp.concatenate([l_norm, color.normalize_ab(ab_true)], axis=-1)
 
     def disc_loss_fn(params):
@@ -409,7 +388,7 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
     terms = {"train/rec_loss": rec}
     total = rec
     if adversarial:
-      fake_ab = _fake_ab_norm(setup, out, height, width)
+      fake_ab = heads.fake_ab_norm(out, setup.model_cfg, height, width)
       fake_logits, _ = _apply_train(setup.discriminator, new_state["disc"]["params"],
                                     new_state["disc"]["batch_stats"],
                                     jnp.concatenate([l_norm, fake_ab], axis=-1), disc_rng)
@@ -422,7 +401,7 @@ def train_step(state: State, batch: Mapping[str, jax.Array], *, setup: Setup,
         total = total + rec
     # Pretraining steps of a GAN recipe use the regression loss alone (seed 000: stage 1 is MSE).
     if setup.perceptual is not None and (adversarial or setup.discriminator is None):
-      rgb_pred = _predicted_rgb(setup, out, l_norm, height, width)
+      rgb_pred = heads.predicted_rgb(out, setup.model_cfg, l_norm)
       rgb_true = batch["rgb"].astype(jnp.float32) / 255.0
       p_loss = perceptual.perceptual_loss(setup.perceptual, state["perceptual"], rgb_pred,
                                           rgb_true, loss_cfg.perceptual_layers)

@@ -1,22 +1,10 @@
-"""Tests of colorjax.inference: generator outputs to ab, and the Colorizer."""
+"""Tests of colorjax.inference: the Colorizer."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from colorjax import color, config as config_lib, inference, models
-
-
-def test_output_to_ab_for_each_output_kind():
-  logits = jnp.zeros((1, 2, 2, 313)).at[..., 100].set(50.0)
-  ab = inference.output_to_ab(logits, {"output": "bins", "temperature": 0.38})
-  np.testing.assert_allclose(ab[0, 0, 0], color.AB_BINS[100], atol=1e-3)
-  ab = inference.output_to_ab(jnp.full((1, 2, 2, 2), 0.5), {"output": "ab"})
-  np.testing.assert_allclose(ab, 55.0)
-  gray_rgb = jnp.zeros((1, 2, 2, 3))  # tanh range: 0 is mid-gray
-  np.testing.assert_allclose(inference.output_to_ab(gray_rgb, {"output": "rgb"}), 0.0, atol=5e-3)
-  with pytest.raises(ValueError, match="'xyz'"):
-    inference.output_to_ab(gray_rgb, {"output": "xyz"})
 
 
 def test_colorizer_predicts_quarter_resolution_ab_and_checks_temperature():

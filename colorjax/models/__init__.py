@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
-
+from colorjax.models import heads
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -34,13 +34,12 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
                   remat=bool(_get(model_cfg, "remat", False)))
   if name == "unet":
     from colorjax.models.unet import UNetGenerator, num_downs_for_size
-    out_channels = 3 if model_cfg["output"] == "rgb" else 2
     num_downs = int(_get(model_cfg, "num_downs", 0)) or num_downs_for_size(image_size)
     backbone = _semantic_backbone(model_cfg, dtype)
     input_fusion = backbone is not None and _get(model_cfg, "semantic_fusion",
                                                  "bottleneck") == "input"
     unet = UNetGenerator(
-        out_channels=out_channels,
+        out_channels=heads.out_channels(model_cfg),
         ngf=int(model_cfg["ngf"]),
         num_downs=num_downs,
         use_dropout=bool(model_cfg["use_dropout"]),
@@ -73,19 +72,18 @@ def _report001_generator(model_cfg: Mapping[str, Any], dtype) -> nn.Module:
   from colorjax.models import fusion, semantic
   ngf = int(model_cfg["ngf"])
   widths = lambda *multiples: tuple(max(1, int(ngf * k)) for k in multiples)
-  out_channels = 3 if model_cfg["output"] == "rgb" else 2
   backbone = _semantic_backbone(model_cfg, dtype)
   trainable = bool(_get(model_cfg, "semantic_trainable", False))
   if model_cfg["name"] == "fusion":
     network = fusion.FusionEncoderDecoder(
         semantic_channels=_semantic_channels(model_cfg),
         encoder_features=widths(1, 2, 2, 4, 4, 8, 8, 4), fusion_features=widths(4)[0],
-        decoder_features=widths(2, 1, 0.5, 0.25), out_channels=out_channels, dtype=dtype)
+        decoder_features=widths(2, 1, 0.5, 0.25), out_channels=heads.out_channels(model_cfg), dtype=dtype)
     return semantic.SemanticGenerator(network, backbone, convention=model_cfg["convention"],
                                       trainable=trainable,
                                       input_size=int(_get(model_cfg, "semantic_input_size", 0)))
   decoder = fusion.FeatureMapDecoder(decoder_features=widths(4, 2, 1, 0.5, 0.25),
-                                     out_channels=out_channels, dtype=dtype)
+                                     out_channels=heads.out_channels(model_cfg), dtype=dtype)
   return semantic.SemanticFeatureDecoder(
       decoder, backbone, feature=semantic.FEATURE_MAPS[model_cfg["semantic_backbone"]],
       convention=model_cfg["convention"], trainable=trainable)
