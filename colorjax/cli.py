@@ -110,8 +110,8 @@ def cmd_eval(args) -> int:
 
   fid_variables = None
   if args.fid_weights:
-    from colorjax import fid  # pylint: disable=g-import-not-at-top
-    fid_variables = fid.load_inception(args.fid_weights)
+    from colorjax.models import inception  # pylint: disable=g-import-not-at-top
+    fid_variables = inception.load_inception(args.fid_weights)
   result, acc = evaluate.evaluate_images(colorizer, pairs(), protocol=args.protocol,
                                          size=args.size, prior=given_prior,
                                          fid_variables=fid_variables,

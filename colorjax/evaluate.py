@@ -337,7 +337,7 @@ def evaluate_images(colorizer, images: Iterable[tuple[str, np.ndarray]], *, prot
   predicts RGB is evaluated from its RGB (the result's "output" says "rgb"; else "ab").
   `accumulator.seconds` is the wall time taken.
 
-  With `fid_variables` (`fid.load_inception(path)`), the model and gray sections get an 'fid'
+  With `fid_variables` (`inception.load_inception(path)`), the model and gray sections get an 'fid'
   against the ground truths (the paired protocol documented in `colorjax.fid`).
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top

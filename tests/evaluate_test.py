@@ -100,8 +100,8 @@ def test_flatten_names_keys_for_the_writer():
 
 def test_fid_is_added_for_model_and_gray(photos_dir):
   import jax  # pylint: disable=g-import-not-at-top
-  from colorjax import fid  # pylint: disable=g-import-not-at-top
-  net = fid.InceptionV3()
+  from colorjax.models import inception  # pylint: disable=g-import-not-at-top
+  net = inception.InceptionV3()
   variables = jax.jit(lambda k: net.init(k, jnp.zeros((1, 75, 75, 3))))(jax.random.key(0, impl="rbg"))
   rgbs = _images(photos_dir, 3, 40)
 

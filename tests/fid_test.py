@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from colorjax import fid, metrics, torch_weights
+from colorjax.models import inception
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -226,7 +227,7 @@ def reference(tmp_path_factory):
   randomize(model, seed=1)
   path = tmp_path_factory.mktemp("inception") / "pt_inception_random.pth"
   torch.save(model.state_dict(), path)
-  return model, fid.load_inception(path)
+  return model, inception.load_inception(path)
 
 
 def random_images(seed):
@@ -270,7 +271,7 @@ def test_preprocess_is_pytorch_fid_resize():
 def test_param_count_matches_torch_and_published_figure(reference):
   model, variables = reference
   torch_count = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("fc."))
-  assert fid.num_params() == torch_count == FID_INCEPTION_PARAMS == 21_785_568
+  assert inception.num_params() == torch_count == FID_INCEPTION_PARAMS == 21_785_568
   flax_count = sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))
   assert flax_count == FID_INCEPTION_PARAMS
 
@@ -280,7 +281,7 @@ def test_pool3_features_match_pytorch(reference):
   images = random_images(seed=3)
   want = torch_pytorch_fid_features(model, images)
   got = fid.pool3_features(variables, images, batch_size=BATCH)
-  assert got.shape == (4, fid.FEATURE_DIM)
+  assert got.shape == (4, inception.FEATURE_DIM)
   assert np.abs(want).max() > 1e-2  # the random network did not collapse to zeros
   rel = np.abs(got - want).max() / np.abs(want).max()
   assert rel <= 1e-4, rel
@@ -292,13 +293,13 @@ def test_weight_import_errors_name_the_keys(reference):
   sd = {k: v.numpy() for k, v in model.state_dict().items()}
   # torchvision's extra heads and step counters are tolerated
   sd["AuxLogits.fc.weight"] = np.zeros((1000, 768), np.float32)
-  fid.inception_variables_from_torch(sd)
+  inception.inception_variables_from_torch(sd)
 
   missing = dict(sd)
   del missing["Mixed_6c.branch7x7dbl_3.bn.running_var"]
   missing["Mixed_7c.branch_pool.conv.weight"] = np.zeros((192, 2048, 3, 3), np.float32)
   with pytest.raises(torch_weights.WeightFileError) as e:
-    fid.inception_variables_from_torch(missing, source="inception.pth")
+    inception.inception_variables_from_torch(missing, source="inception.pth")
   message = str(e.value)
   assert "inception.pth" in message
   assert "Mixed_6c.branch7x7dbl_3.bn.running_var" in message
@@ -306,7 +307,7 @@ def test_weight_import_errors_name_the_keys(reference):
       in message
 
   with pytest.raises(torch_weights.WeightFileError, match="unexpected keys.*Mixed_8a.conv.weight"):
-    fid.inception_variables_from_torch({**sd, "Mixed_8a.conv.weight": np.zeros(3)})
+    inception.inception_variables_from_torch({**sd, "Mixed_8a.conv.weight": np.zeros(3)})
 
 
 def test_fid_is_zero_for_a_set_with_itself_and_grows_with_a_color_shift(reference, photos_dir):

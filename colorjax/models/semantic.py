@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from colorjax import color
-from colorjax.models import backbones
+from colorjax.models import backbones, efficientnet, inception
 
 BACKBONE_NAME = "semantic_backbone"
 
@@ -71,10 +71,8 @@ def create_semantic_backbone(name: str, width: float = 1.0, dtype: Any = None) -
   if name == "inception_v3":
     if width != 1.0:
       raise ValueError(f"the inception_v3 backbone has no width multiplier, got {width}")
-    from colorjax import fid  # pylint: disable=g-import-not-at-top
-    return fid.InceptionV3(precision=None, tf_pooling=False)
+    return inception.InceptionV3(precision=None, tf_pooling=False)
   if name == "efficientnet_b0":
-    from colorjax.models import efficientnet  # pylint: disable=g-import-not-at-top
     return efficientnet.EfficientNetB0(width=width, dtype=dtype)
   return backbones.create_backbone(name, widths=scaled_widths(name, width), dtype=dtype)
 
@@ -83,9 +81,8 @@ def embedding_size(name: str, width: float = 1.0) -> int:
   """Size C of the backbone's pooled embedding (512 for ResNet-18 and VGG16 at full width,
   2048 for InceptionV3, 1280 for EfficientNet-B0)."""
   if name == "inception_v3":
-    return 2048
+    return inception.FEATURE_DIM
   if name == "efficientnet_b0":
-    from colorjax.models import efficientnet  # pylint: disable=g-import-not-at-top
     return efficientnet.embedding_size(width)
   return scaled_widths(name, width)[-1]
 
@@ -93,10 +90,8 @@ def embedding_size(name: str, width: float = 1.0) -> int:
 def semantic_backbone_variables(name: str, path: str | os.PathLike) -> dict[str, Any]:
   """Variables of the full-width backbone `name` from a torchvision state_dict file."""
   if name == "inception_v3":
-    from colorjax import fid  # pylint: disable=g-import-not-at-top
-    return fid.load_inception(path)
+    return inception.load_inception(path)
   if name == "efficientnet_b0":
-    from colorjax.models import efficientnet  # pylint: disable=g-import-not-at-top
     return efficientnet.load_efficientnet_b0(path)
   return backbones.backbone_variables_from_file(name, path)
 
