@@ -30,13 +30,9 @@ from etils import epath
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from colorjax import paths
+from colorjax import workdir as workdir_lib
 
-CHECKPOINTS_SUBDIR = "checkpoints"
-CHECKSUMS_FILE = "colorjax_checksums.json"
 DAMAGED_SUFFIX = ".damaged"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.json"
-VARIABLES_SUBDIR = "variables"
 
 
 class CheckpointError(RuntimeError):
@@ -66,7 +62,7 @@ class DamagedCheckpointError(CheckpointError):
 
 _CHECKSUM_CHUNK_BYTES = 1 << 22
 # Files Orbax writes or rewrites at commit, after the checksums are recorded.
-_UNCHECKED_FILES = frozenset({CHECKSUMS_FILE, "_CHECKPOINT_METADATA", "commit_success.txt"})
+_UNCHECKED_FILES = frozenset({workdir_lib.CHECKSUMS_FILE, "_CHECKPOINT_METADATA", "commit_success.txt"})
 
 
 def _file_checksum(path: epath.Path) -> tuple[int, int]:
@@ -91,13 +87,13 @@ def _checked_files(step_dir: epath.Path) -> list[epath.Path]:
 
 
 def record_checksums(step_dir: str | epath.Path) -> None:
-  """Writes `CHECKSUMS_FILE` into a step directory: {relative path: [size, crc32]} of its files."""
+  """Writes `workdir_lib.CHECKSUMS_FILE` into a step directory: {relative path: [size, crc32]} of its files."""
   step_dir = epath.Path(step_dir)
   sums = {p.relative_to(step_dir).as_posix(): list(_file_checksum(p))
           for p in _checked_files(step_dir)}
-  tmp = step_dir / (CHECKSUMS_FILE + ".tmp")
+  tmp = step_dir / (workdir_lib.CHECKSUMS_FILE + ".tmp")
   tmp.write_text(json.dumps(sums, indent=0, sort_keys=True))
-  tmp.replace(step_dir / CHECKSUMS_FILE)
+  tmp.replace(step_dir / workdir_lib.CHECKSUMS_FILE)
 
 
 def verify_checksums(step_dir: str | epath.Path) -> str | None:
@@ -106,13 +102,13 @@ def verify_checksums(step_dir: str | epath.Path) -> str | None:
   A step saved before checksums were recorded passes unchecked.
   """
   step_dir = epath.Path(step_dir)
-  sums_path = step_dir / CHECKSUMS_FILE
+  sums_path = step_dir / workdir_lib.CHECKSUMS_FILE
   if not sums_path.exists():
     return None
   try:
     sums = json.loads(sums_path.read_text())
   except (OSError, ValueError) as e:
-    return f"{CHECKSUMS_FILE} is unreadable ({e})"
+    return f"{workdir_lib.CHECKSUMS_FILE} is unreadable ({e})"
   for name, (size, crc) in sorted(sums.items()):
     path = step_dir / name
     if not path.is_file():
@@ -134,7 +130,7 @@ def _record_in_flight_checksums(directory: epath.Path) -> None:
   (so a step is never visible without them). Saves are sequential: the one temporary directory
   without checksums is the one in flight."""
   for tmp_dir in directory.glob("*.orbax-checkpoint-tmp*"):
-    if tmp_dir.is_dir() and not (tmp_dir / CHECKSUMS_FILE).exists():
+    if tmp_dir.is_dir() and not (tmp_dir / workdir_lib.CHECKSUMS_FILE).exists():
       record_checksums(tmp_dir)
 
 
@@ -155,7 +151,7 @@ def create_manager(workdir: str | epath.Path, *, keep_last: int = 3, best_metric
     best_fn = lambda metrics: sign * float(metrics[best_metric])
     policies.append(preservation_policy.BestN(get_metric_fn=best_fn, n=1,
                                               keep_checkpoints_without_metrics=False))
-  directory = _directory(workdir) / CHECKPOINTS_SUBDIR
+  directory = _directory(workdir) / workdir_lib.CHECKPOINTS_SUBDIR
   options = ocp.CheckpointManagerOptions(
       preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
       async_options=ocp.AsyncOptions(
@@ -184,7 +180,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iterator=No
   # An async save records its checksums before the rename (the step directory does not exist
   # yet here, or has them); a synchronous one is committed already.
   if (saved and jax.process_index() == 0 and step_dir.exists()
-      and not (step_dir / CHECKSUMS_FILE).exists()):
+      and not (step_dir / workdir_lib.CHECKSUMS_FILE).exists()):
     record_checksums(step_dir)
 
 
@@ -291,7 +287,7 @@ def check_workdir(workdir: str | epath.Path) -> None:
 
 def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> None:
   """Writes the run's config (once, by process 0) so eval/colorize can rebuild the model."""
-  path = _directory(workdir) / CONFIG_FILE
+  path = _directory(workdir) / workdir_lib.CONFIG_FILE
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + ".tmp")
@@ -300,7 +296,7 @@ def write_config(workdir: str | epath.Path, config_dict: Mapping[str, Any]) -> N
 
 
 def read_config(workdir: str | epath.Path) -> dict[str, Any]:
-  path = _directory(workdir) / CONFIG_FILE
+  path = _directory(workdir) / workdir_lib.CONFIG_FILE
   if not path.exists():
     raise CheckpointError(f"{workdir} is not a colorjax workdir: {path} is missing")
   return json.loads(path.read_text())
@@ -320,13 +316,13 @@ def save_model(directory: str | epath.Path, model_config: Mapping[str, Any],
   """Writes an exported model: `model.json` (how to rebuild it) and its Flax variables."""
   directory = _directory(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  target = directory / VARIABLES_SUBDIR
+  target = directory / workdir_lib.VARIABLES_SUBDIR
   if target.exists():
     target.rmtree()
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(target, _to_host(dict(variables)))
     checkpointer.wait_until_finished()
-  (directory / MODEL_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True))
+  (directory / workdir_lib.MODEL_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True))
 
 
 def _restore_on_host(path: epath.Path, metadata_tree: Any) -> Any:
@@ -348,28 +344,28 @@ def load_model(path: str | epath.Path, step: int | None = None) -> tuple[dict[st
   path = _directory(path)
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")
-  if (path / MODEL_FILE).exists():
-    config = json.loads((path / MODEL_FILE).read_text())
-    variables_dir = path / VARIABLES_SUBDIR
+  if (path / workdir_lib.MODEL_FILE).exists():
+    config = json.loads((path / workdir_lib.MODEL_FILE).read_text())
+    variables_dir = path / workdir_lib.VARIABLES_SUBDIR
     with ocp.StandardCheckpointer() as checkpointer:
       metadata = checkpointer.metadata(variables_dir)
     metadata = getattr(metadata, "item_metadata", metadata)
     return config, _restore_on_host(variables_dir, metadata)
-  if not (path / CHECKPOINTS_SUBDIR).exists():
+  if not (path / workdir_lib.CHECKPOINTS_SUBDIR).exists():
     raise CheckpointError(
-        f"{path} is neither an exported model ({MODEL_FILE}) nor a training workdir "
-        f"({CHECKPOINTS_SUBDIR}/)")
+        f"{path} is neither an exported model ({workdir_lib.MODEL_FILE}) nor a training workdir "
+        f"({workdir_lib.CHECKPOINTS_SUBDIR}/)")
   config = read_config(path)
   manager = ocp.CheckpointManager(
-      path / CHECKPOINTS_SUBDIR, item_names=("state", "data"),
+      path / workdir_lib.CHECKPOINTS_SUBDIR, item_names=("state", "data"),
       options=ocp.CheckpointManagerOptions(read_only=True))
   steps = manager.all_steps()
   if not steps:
-    raise CheckpointError(f"no complete checkpoint in {path / CHECKPOINTS_SUBDIR}")
+    raise CheckpointError(f"no complete checkpoint in {path / workdir_lib.CHECKPOINTS_SUBDIR}")
   step = max(steps) if step is None else step
   if step not in steps:
     raise CheckpointError(f"no checkpoint for step {step} in {path}; available: {sorted(steps)}")
-  step_dir = path / CHECKPOINTS_SUBDIR / str(step)
+  step_dir = path / workdir_lib.CHECKPOINTS_SUBDIR / str(step)
   problem = verify_checksums(step_dir)
   if problem is None:
     try:

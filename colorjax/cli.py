@@ -6,13 +6,17 @@ import os
 import sys
 from typing import Sequence
 
+# colorjax imports other than these two dependency-free helpers are inside the commands, so that
+# `colorjax --help` and each command load only what they use (JAX, Orbax, the model zoo ...).
+from colorjax import paths
+from colorjax import workdir
+
 DEFAULT_CONFIG = "eccv16:quickstart"
 
 
 def _path(text: str) -> str:
   # Every path argument is made absolute here, where it enters (relative to the current
   # directory, `~` expanded, `gs://` kept).
-  from colorjax import paths  # pylint: disable=g-import-not-at-top
   return paths.absolute(text)
 
 
@@ -73,7 +77,8 @@ def cmd_train(args, overrides) -> int:
   from colorjax import train  # pylint: disable=g-import-not-at-top
   config = _load_config(args.config, overrides)
   train.train_and_evaluate(config, args.workdir)
-  print(f"trained; checkpoints, TensorBoard logs, metrics.jsonl and samples/ are in {args.workdir}")
+  print(f"trained; checkpoints, TensorBoard logs, {workdir.METRICS_JSONL} and "
+        f"{workdir.SAMPLES_SUBDIR}/ are in {args.workdir}")
   return 0
 
 
@@ -192,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("train", help="train a model (default: a small ECCV16 on the bundled photos)")
   _add_config_args(p)
-  p.add_argument("--workdir", default="workdir", type=_path, help="checkpoints and logs; resumed if present")
+  p.add_argument("--workdir", default=workdir.DEFAULT_WORKDIR, type=_path,
+                 help="checkpoints and logs; resumed if present")
 
   p = sub.add_parser("bench", help="time the train and eval steps and the input pipeline")
   _add_config_args(p)
@@ -205,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--protocol", choices=("full", "center"), default="full")
   p.add_argument("--size", type=int, help="model input size / center-crop size")
   p.add_argument("--prior", type=_path, help="prior .npy for the rebalanced AuC (default: the set's own)")
-  p.add_argument("--out", default="metrics.json", type=_path)
+  p.add_argument("--out", default=workdir.EVAL_JSON, type=_path)
   p.add_argument("--csv", type=_path, help="per-image rows (default: next to --out)")
   p.add_argument("--fid-weights", type=_path, help="pytorch-fid Inception weights file "
                  "(pt_inception-2015-12-05-6726825d.pth) to add FID; see colorjax/fid.py")

@@ -38,15 +38,16 @@ import numpy as np
 from colorjax import colorization
 from colorjax import images
 from colorjax import paths
+from colorjax import workdir as workdir_lib
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_WORKDIR = "workdir"  # the default of `colorjax train --workdir`
 DEFAULT_PORT = 7860
 BUNDLED_PHOTOS_DIR = pathlib.Path(__file__).parent / "assets" / "photos"
 INSTALL_HINT = "pip install 'colorjax[demo]'"
 NO_MODEL_HINT = (f"no model: train the quickstart one with `colorjax train` (it writes "
-                 f"./{DEFAULT_WORKDIR}), or pass --checkpoint DIR or --weights eccv16.pth")
+                 f"./{workdir_lib.DEFAULT_WORKDIR}), or pass --checkpoint DIR or --weights "
+                 "eccv16.pth")
 
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 32, 1024, 8
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 1.0
@@ -83,14 +84,13 @@ def has_checkpoint(workdir: str | os.PathLike) -> bool:
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     return False
-  from colorjax import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoints = workdir / checkpoint.CHECKPOINTS_SUBDIR
-  return ((workdir / checkpoint.CONFIG_FILE).is_file() and checkpoints.is_dir()
+  checkpoints = workdir / workdir_lib.CHECKPOINTS_SUBDIR
+  return ((workdir / workdir_lib.CONFIG_FILE).is_file() and checkpoints.is_dir()
           and any(p.is_dir() and p.name.isdigit() for p in checkpoints.iterdir()))
 
 
 def model_sources(checkpoints: Sequence[str] = (), weights: Sequence[str] = (),
-                  default_workdir: str = DEFAULT_WORKDIR) -> list[ModelSource]:
+                  default_workdir: str = workdir_lib.DEFAULT_WORKDIR) -> list[ModelSource]:
   """The models to offer, in command-line order; without any, the quickstart workdir's.
 
   Raises:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax import checkpoint, color, colorization, data, fid, images, inference, metrics
-from colorjax import sharding
+from colorjax import sharding, workdir
 from colorjax.models import heads
 
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
@@ -225,9 +225,9 @@ class Evaluator:
       writer.write_images(step, {"eval/gray_model_truth": grid})
       if jax.process_index() == 0 and writer.workdir is not None:
         from PIL import Image  # pylint: disable=g-import-not-at-top
-        samples = pathlib.Path(writer.workdir) / "samples"
+        samples = pathlib.Path(writer.workdir) / workdir.SAMPLES_SUBDIR
         samples.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(samples / f"step_{step:08d}.png")
+        Image.fromarray(grid).save(samples / workdir.sample_name(step))
     return flat
 
 

@@ -17,10 +17,9 @@ import numpy as np
 from PIL import Image
 
 from colorjax import color, data, images
+from colorjax import workdir as workdir_lib
 
 logger = logging.getLogger("colorjax")
-PRIOR_FILE = "prior.npy"
-SAMPLE_FILE = "prior.json"  # how the workdir's prior.npy was sampled
 AUTO_PRIOR_IMAGES = 2000  # images sampled for the prior training computes itself
 
 
@@ -84,7 +83,7 @@ def load_or_compute(prior_file: str, workdir: str | pathlib.Path, source, *,
   sample in `workdir/prior.json`."""
   if prior_file:
     return load_prior(prior_file)
-  cached = pathlib.Path(workdir) / PRIOR_FILE
+  cached = pathlib.Path(workdir) / workdir_lib.PRIOR_FILE
   if cached.is_file():
     return load_prior(cached)
   source = data.image_source(source) if isinstance(source, (str, pathlib.Path)) else source
@@ -94,7 +93,7 @@ def load_or_compute(prior_file: str, workdir: str | pathlib.Path, source, *,
     cached.parent.mkdir(parents=True, exist_ok=True)
     sample = {"records": len(source), "sampled": min(len(source), max_images), "seed": seed,
               "image_size": image_size}
-    (cached.parent / SAMPLE_FILE).write_text(json.dumps(sample, indent=2) + "\n")
+    (cached.parent / workdir_lib.PRIOR_SAMPLE_FILE).write_text(json.dumps(sample, indent=2) + "\n")
     tmp = cached.with_suffix(".tmp.npy")
     np.save(tmp, prior)
     tmp.rename(cached)

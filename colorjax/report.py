@@ -42,11 +42,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-METRICS_JSONL = "metrics.jsonl"
-CONFIG_JSON = "config.json"
-EVAL_JSON = "metrics.json"
-EVAL_CSV = "metrics.csv"
-SAMPLES_GLOB = "samples/step_*.png"
+from colorjax import workdir
+
 
 # Final-metric columns in display order: (key, label, which way is better, decimals).
 SUMMARY_METRICS = (
@@ -158,7 +155,7 @@ def _latest_samples(run_dir: pathlib.Path) -> pathlib.Path | None:
   def step_of(p: pathlib.Path) -> int:
     m = re.fullmatch(r"step_(\d+)\.png", p.name)
     return int(m.group(1)) if m else -1
-  grids = [p for p in run_dir.glob(SAMPLES_GLOB) if step_of(p) >= 0]
+  grids = [p for p in run_dir.glob(workdir.SAMPLES_GLOB) if step_of(p) >= 0]
   return max(grids, key=step_of) if grids else None
 
 
@@ -173,27 +170,29 @@ def load_run(run_dir: str | os.PathLike, name: str | None = None) -> Run:
   if not path.is_dir():
     raise ValueError(f"{path}: not a directory")
   run = Run(path=path, name=name or path.resolve().name)
-  if (path / CONFIG_JSON).is_file():
-    run.config = _read_json(path / CONFIG_JSON)
+  if (path / workdir.CONFIG_FILE).is_file():
+    run.config = _read_json(path / workdir.CONFIG_FILE)
     if not isinstance(run.config, dict):
-      raise ValueError(f"{path / CONFIG_JSON}: expected a JSON object")
-  if (path / METRICS_JSONL).is_file():
-    run.history, run.skipped_lines = _read_history(path / METRICS_JSONL)
-  if (path / EVAL_JSON).is_file():
-    run.eval_result = _read_json(path / EVAL_JSON)
+      raise ValueError(f"{path / workdir.CONFIG_FILE}: expected a JSON object")
+  if (path / workdir.METRICS_JSONL).is_file():
+    run.history, run.skipped_lines = _read_history(path / workdir.METRICS_JSONL)
+  if (path / workdir.EVAL_JSON).is_file():
+    run.eval_result = _read_json(path / workdir.EVAL_JSON)
     if not isinstance(run.eval_result, dict):
-      raise ValueError(f"{path / EVAL_JSON}: expected the JSON object `colorjax eval` writes")
-  if (path / EVAL_CSV).is_file():
-    with open(path / EVAL_CSV, newline="", encoding="utf-8") as f:
+      raise ValueError(
+          f"{path / workdir.EVAL_JSON}: expected the JSON object `colorjax eval` writes")
+  if (path / workdir.EVAL_CSV).is_file():
+    with open(path / workdir.EVAL_CSV, newline="", encoding="utf-8") as f:
       run.eval_rows = list(csv.DictReader(f))
     if run.eval_rows and "image" not in run.eval_rows[0]:
-      raise ValueError(f"{path / EVAL_CSV}: no 'image' column; expected the per-image CSV of "
-                       "`colorjax eval`")
+      raise ValueError(f"{path / workdir.EVAL_CSV}: no 'image' column; expected the per-image "
+                       "CSV of `colorjax eval`")
   run.samples = _latest_samples(path)
   if (run.config is None and not run.history and run.eval_result is None
       and run.eval_rows is None and run.samples is None):
-    raise ValueError(f"{path}: no {CONFIG_JSON}, {METRICS_JSONL}, {EVAL_JSON}, {EVAL_CSV} or "
-                     f"{SAMPLES_GLOB}: not a colorjax training or eval directory")
+    raise ValueError(f"{path}: no {workdir.CONFIG_FILE}, {workdir.METRICS_JSONL}, "
+                     f"{workdir.EVAL_JSON}, {workdir.EVAL_CSV} or "
+                     f"{workdir.SAMPLES_GLOB}: not a colorjax training or eval directory")
   return run
 
 
@@ -600,7 +599,7 @@ def _run_section(run: Run, image_rel: str | None) -> tuple[str, str]:
   md = [f"## {run.name}", "", f"- recipe: {run.recipe()}", f"- steps: {_fmt(run.last_step, 0)}",
         f"- metrics: {source}"]
   if run.skipped_lines:
-    note = f"{run.skipped_lines} unreadable line(s) of {METRICS_JSONL} skipped"
+    note = f"{run.skipped_lines} unreadable line(s) of {workdir.METRICS_JSONL} skipped"
     h.append(f'<p class="note">{html.escape(note)}</p>')
     md.append(f"- note: {note}")
   rows = []

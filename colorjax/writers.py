@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from colorjax import flops
+from colorjax import workdir as workdir_lib
 
 logger = logging.getLogger("colorjax")
 
@@ -75,8 +76,8 @@ class MetricWriter:
       workdir = pathlib.Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
-      self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      self._tb = SummaryWriter(str(workdir / workdir_lib.TENSORBOARD_SUBDIR))
+      self._jsonl = open(workdir / workdir_lib.METRICS_JSONL, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     scalars = {k: float(v) for k, v in scalars.items()}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax import checkpoint, sharding
+from colorjax import checkpoint, sharding, workdir
 
 
 def _state(scale=1.0):
@@ -121,7 +121,7 @@ def test_best_checkpoint_survives_a_resume(tmp_path):
 def test_every_file_of_a_step_has_a_checksum(tmp_path, async_save):
   _save_steps(tmp_path, [1], async_save=async_save)
   step_dir = tmp_path / "checkpoints" / "1"
-  sums = json.loads((step_dir / checkpoint.CHECKSUMS_FILE).read_text())
+  sums = json.loads((step_dir / workdir.CHECKSUMS_FILE).read_text())
   state_files = {p.relative_to(step_dir).as_posix() for p in (step_dir / "state").rglob("*")
                  if p.is_file()}
   assert state_files and state_files <= set(sums)

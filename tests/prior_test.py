@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from colorjax import color, prior
+from colorjax import workdir as workdir_lib
 
 
 def test_prior_of_bundled_photos_is_a_smoothed_distribution():
@@ -24,7 +25,7 @@ def test_prior_peaks_at_the_color_of_a_flat_image(tmp_path):
 
 def test_load_or_compute_caches_in_the_workdir_and_checks_files(tmp_path):
   first = prior.load_or_compute("", tmp_path, "bundled", image_size=16)
-  assert (tmp_path / prior.PRIOR_FILE).is_file()
+  assert (tmp_path / workdir_lib.PRIOR_FILE).is_file()
   np.testing.assert_allclose(prior.load_or_compute("", tmp_path, None), first, rtol=1e-5)
   np.save(tmp_path / "bad.npy", np.ones(10))
   with pytest.raises(ValueError, match="bad.npy"):
@@ -57,7 +58,7 @@ def test_a_sample_of_a_folder_sorted_by_class_has_the_whole_folders_prior(tmp_pa
   red_only = prior.compute_prior(folder / "a_red", progress=False)
   assert _total_variation(red_only, whole) > 0.45
   assert _total_variation(sampled, whole) < 0.15
-  assert json.loads((workdir / prior.SAMPLE_FILE).read_text()) == {
+  assert json.loads((workdir / workdir_lib.PRIOR_SAMPLE_FILE).read_text()) == {
       "records": 120, "sampled": 40, "seed": 3, "image_size": 8}
   # Another seed draws other images, all of them when the sample covers the set.
   np.testing.assert_allclose(prior.compute_prior(folder, max_images=120, seed=1, progress=False),

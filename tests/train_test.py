@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from colorjax import checkpoint, color, config as config_lib, data, prior, sharding, train
+from colorjax import workdir as workdir_lib
 
 
 def _fixed_batch(photos_dir, n=8, size=32):
@@ -218,7 +219,7 @@ def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config
   train.train_and_evaluate(c, str(tmp_path))
   logged = _train_rows(tmp_path)
   # Each step's own metrics, from the step on the same batches, prior and mesh.
-  weights = color.rebalance_weights(prior.load_prior(tmp_path / prior.PRIOR_FILE),
+  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
                                     c.loss.rebalance_lambda)
   mesh = sharding.create_mesh()
   trainer = train.build(c, mesh, np.asarray(weights))
