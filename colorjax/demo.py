@@ -110,6 +110,7 @@ def model_sources(checkpoints: Sequence[str] = (), weights: Sequence[str] = (),
 
 
 def load_colorizer(source: ModelSource):
+  # Deferred: the app's pages and errors come up without loading Orbax and the model zoo.
   from colorjax import inference  # pylint: disable=g-import-not-at-top
   if source.kind == "weights":
     return inference.Colorizer.from_torch_eccv16(source.path)

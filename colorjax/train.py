@@ -33,7 +33,7 @@ from colorjax import checkpoint, color, data, evaluate, losses, models, sharding
 from colorjax import config as config_lib
 from colorjax import flops, paths, perceptual, writers
 from colorjax import prior as prior_lib
-from colorjax.models import heads
+from colorjax.models import eccv16, heads, semantic
 from colorjax.ops import xla_cpu
 
 State = dict[str, Any]
@@ -150,7 +150,6 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
   generator = models.create_generator(config.model, config.data.crop_size)
   opt = config.optimizer
   if config.model.semantic_backbone and not config.model.semantic_trainable:
-    from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
     opt = opt.copy_and_resolve_references()
     opt.frozen = tuple(opt.frozen) + (semantic.BACKBONE_NAME,)
   gen_tx = create_optimizer(opt, config.train.steps, lr=opt.lr, b1=opt.b1, b2=opt.b2,
@@ -189,7 +188,6 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretraine
   """
   m, initial = config.model, {}
   if m.semantic_backbone and m.semantic_weights:
-    from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
     backbone = semantic.semantic_backbone_variables(m.semantic_backbone, m.semantic_weights)
     nested = Pretrained({col: {semantic.BACKBONE_NAME: tree} for col, tree in backbone.items()},
                         f"model.semantic_weights={m.semantic_weights}")
@@ -203,7 +201,6 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretraine
         m.semantic_backbone)
   if m.init_from:
     if m.name == "eccv16" and str(m.init_from).endswith((".pth", ".pt")):
-      from colorjax.models import eccv16  # pylint: disable=g-import-not-at-top
       variables = eccv16.load_torch_eccv16(m.init_from, width=m.width)
     else:
       _, variables = checkpoint.load_model(m.init_from)

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 
 from colorjax.models import heads
 
+# The registry imports each model module inside the builder that needs it, so that importing one
+# model module (or `heads`) does not import, or wait for, the others.
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -25,7 +28,6 @@ def create_generator(model_cfg: Mapping[str, Any], image_size: int) -> nn.Module
   """The generator of `config.model`; `image_size` fixes the U-Net depth when num_downs is 0."""
   dtype = _DTYPES[_get(model_cfg, "dtype", "float32")]
   name = model_cfg["name"]
-  # Imported here so that importing one model module does not import (or wait for) the others.
   if name == "eccv16":
     from colorjax.models.eccv16 import ECCV16
 
