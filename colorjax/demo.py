@@ -37,8 +37,10 @@ import numpy as np
 
 from colorjax import colorization
 from colorjax import images
+from colorjax import inference
 from colorjax import paths
 from colorjax import workdir as workdir_lib
+from colorjax.models import heads
 
 _log = logging.getLogger(__name__)
 
@@ -110,8 +112,6 @@ def model_sources(checkpoints: Sequence[str] = (), weights: Sequence[str] = (),
 
 
 def load_colorizer(source: ModelSource):
-  # Deferred: the app's pages and errors come up without loading Orbax and the model zoo.
-  from colorjax import inference  # pylint: disable=g-import-not-at-top
   if source.kind == "weights":
     return inference.Colorizer.from_torch_eccv16(source.path)
   return inference.Colorizer.from_checkpoint(source.path)
@@ -246,8 +246,6 @@ class Demo:
   def colorize(self, model: str, photo: Photo, size: int, temperature: float | None) -> np.ndarray:
     """uint8 RGB of the photo's size: the model's ab at input size `size` joined to its L;
     `temperature` (None: the model's own) applies to 313-bin models only."""
-    # Deferred like `load_colorizer`'s import: the model zoo loads once a model is used.
-    from colorjax.models import heads  # pylint: disable=g-import-not-at-top
     colorizer = self.colorizer(model)
     size = check_size(size)
     model_cfg = dict(colorizer.model_cfg)

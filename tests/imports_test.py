@@ -12,10 +12,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "colorjax"
 LEAVES = ("color", "config", "sharding", "ops", "torch_weights", "checkpoint", "report", "flops",
           "paths", "workdir", "compilation_cache")
 HELPERS = {"paths", "workdir"}
-# Files that may import colorjax modules inside functions, each deferral with a comment saying why:
-# the CLI (each command loads only what it uses), the model registry (one model module does not
-# import the others) and the demo app (it starts before any model is loaded).
-DEFERRING = {"colorjax.cli", "colorjax.models", "colorjax.demo"}
+# Files that may import colorjax modules inside functions, saying why: the CLI (each command loads
+# only what it uses) and the model registry (one model module does not import the others).
+DEFERRING = {"colorjax.cli", "colorjax.models"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
