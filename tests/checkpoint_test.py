@@ -30,6 +30,30 @@ def test_exported_model_round_trip(tmp_path):
   np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], variables["params"]["conv"]["kernel"])
 
 
+def test_generator_variables_are_the_ema_when_the_run_keeps_one():
+  state = _state()
+  plain = checkpoint.generator_variables(state)
+  assert plain["params"] is state["gen"]["params"]
+  assert plain["batch_stats"] is state["gen"]["batch_stats"] and "opt_state" not in plain
+  state["gen"]["ema_params"] = {"w": jnp.zeros((2, 3))}
+  assert checkpoint.generator_variables(state)["params"] is state["gen"]["ema_params"]
+  state["gen"]["batch_stats"] = {}  # a model without BatchNorm
+  assert set(checkpoint.generator_variables(state)) == {"params"}
+
+
+def test_a_workdir_model_loads_with_its_ema_params(tmp_path):
+  mesh = sharding.create_mesh()
+  checkpoint.write_config(tmp_path, {"model": {"name": "eccv16"}})
+  state = _state()
+  state["gen"]["ema_params"] = {"w": jnp.full((2, 3), 7.0)}
+  manager = checkpoint.create_manager(tmp_path, keep_last=1)
+  checkpoint.save(manager, 3, jax.device_put(state, sharding.replicated(mesh)), None)
+  manager.wait_until_finished()
+  manager.close()
+  _, variables = checkpoint.load_model(tmp_path)
+  np.testing.assert_array_equal(variables["params"]["w"], np.full((2, 3), 7.0))
+
+
 def test_workdir_checkpoints_keep_last_and_best_and_restore(tmp_path):
   mesh = sharding.create_mesh()
   checkpoint.write_config(tmp_path, {"model": {"name": "eccv16"}})
