@@ -1,8 +1,8 @@
-"""Frechet Inception Distance (FID): pool3 features of `models.inception.InceptionV3`, their
-statistics and the distance between two image sets.
+"""Frechet Inception Distance (FID): pool3 features, their statistics, the distance of two sets.
 
-The network and its weights (pytorch-fid's "FID Inception", loaded from a file the user supplies)
-live in `colorjax/models/inception.py`; this module owns the metric.
+Features are the 2048-d pool3 outputs of `models.inception.InceptionV3` (pytorch-fid's "FID
+Inception", weights from a file the user supplies); this module owns the metric, that one the
+network.
 
 Preprocessing is pytorch-fid's: sRGB in [0, 1] (uint8 / 255), bilinear resize to 299x299 with
 half-pixel centres (`align_corners=False`) and no antialiasing, then 2x - 1 to [-1, 1].

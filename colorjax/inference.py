@@ -1,4 +1,5 @@
-"""From a trained generator to ab predictions: the part of a model that colorize and eval share."""
+"""Inference: a loaded model (`Colorizer`) and the eval-mode predictions colorize, eval and the
+demo share; what the output kinds mean is `models.heads`'s."""
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,7 @@
-"""The run directory's layout: the name of every file and folder a training workdir, an eval
-output or an exported model holds, defined once (imports nothing).
+"""The run directory's layout: every file and folder name colorjax writes there, defined once.
+
+The names a training workdir, an eval output and an exported model hold; this module imports
+nothing.
 
 A training workdir::
 
