@@ -7,7 +7,7 @@ import scipy.special
 import skimage.color
 import torch
 
-from colorjax import color
+from colorjax import color, config as config_lib
 from colorjax.models import heads
 
 BINS = {"output": "bins", "temperature": 0.38, "convention": "eccv16"}
@@ -17,6 +17,7 @@ RGB = {"output": "rgb", "convention": "pix2pix"}
 
 def test_out_channels_and_rgb_of_each_kind():
   assert [heads.out_channels(c) for c in (BINS, AB, RGB)] == [313, 2, 3]
+  assert all(heads.out_channels({"output": kind}) > 0 for kind in config_lib.OUTPUTS)
   assert [heads.is_rgb(c) for c in (BINS, AB, RGB)] == [False, False, True]
   with pytest.raises(ValueError, match="unknown model.output 'xyz'"):
     heads.out_channels({"output": "xyz"})
