@@ -306,9 +306,9 @@ def _reconstruction_loss(setup: Setup, out, rgb, ab_true) -> jax.Array:
   if loss_cfg.kind == "soft_ce":
     return losses.soft_ce(out, ab_true, jnp.asarray(setup.class_weights),
                           k=loss_cfg.soft_k, sigma=loss_cfg.soft_sigma)
+  target = heads.regression_target(setup.model_cfg, rgb, ab_true)
   return losses.regression(heads.regression_output(out, setup.model_cfg, *ab_true.shape[1:3]),
-                           heads.regression_target(setup.model_cfg, rgb, ab_true),
-                           loss_cfg.kind, loss_cfg.l1_mse_p)
+                           target, loss_cfg.kind, loss_cfg.l1_mse_p)
 
 
 # A gradient norm that was not computed (the step is not one the loop logs).
