@@ -119,7 +119,7 @@ def load_colorizer(source: ModelSource):
 
 def uses_temperature(colorizer) -> bool:
   """Whether the model decodes 313-bin logits, the only output the temperature changes."""
-  return colorizer.model_cfg["output"] == "bins"
+  return heads.decodes_with_temperature(colorizer.model_cfg)
 
 
 @dataclasses.dataclass(eq=False)

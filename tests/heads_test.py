@@ -19,6 +19,7 @@ def test_out_channels_and_rgb_of_each_kind():
   assert [heads.out_channels(c) for c in (BINS, AB, RGB)] == [313, 2, 3]
   assert all(heads.out_channels({"output": kind}) > 0 for kind in config_lib.OUTPUTS)
   assert [heads.is_rgb(c) for c in (BINS, AB, RGB)] == [False, False, True]
+  assert [heads.decodes_with_temperature(c) for c in (BINS, AB, RGB)] == [True, False, False]
   with pytest.raises(ValueError, match="unknown model.output 'xyz'"):
     heads.out_channels({"output": "xyz"})
 

@@ -35,6 +35,11 @@ def is_rgb(model_cfg: Mapping[str, Any]) -> bool:
   return _kind(model_cfg) == "rgb"
 
 
+def decodes_with_temperature(model_cfg: Mapping[str, Any]) -> bool:
+  """Whether decoding the output depends on model.temperature (the annealed mean of 'bins')."""
+  return _kind(model_cfg) == "bins"
+
+
 def output_to_ab(out: jax.Array, model_cfg: Mapping[str, Any]) -> jax.Array:
   """Generator output -> ab in Lab units, at the output's own resolution.
 
