@@ -62,7 +62,8 @@ class DamagedCheckpointError(CheckpointError):
 
 _CHECKSUM_CHUNK_BYTES = 1 << 22
 # Files Orbax writes or rewrites at commit, after the checksums are recorded.
-_UNCHECKED_FILES = frozenset({workdir_lib.CHECKSUMS_FILE, "_CHECKPOINT_METADATA", "commit_success.txt"})
+_UNCHECKED_FILES = frozenset({workdir_lib.CHECKSUMS_FILE, "_CHECKPOINT_METADATA",
+                              "commit_success.txt"})
 
 
 def _file_checksum(path: epath.Path) -> tuple[int, int]:
@@ -87,7 +88,8 @@ def _checked_files(step_dir: epath.Path) -> list[epath.Path]:
 
 
 def record_checksums(step_dir: str | epath.Path) -> None:
-  """Writes `workdir_lib.CHECKSUMS_FILE` into a step directory: {relative path: [size, crc32]} of its files."""
+  """Writes `workdir.CHECKSUMS_FILE` into a step directory: {relative path: [size, crc32]} of its
+  files."""
   step_dir = epath.Path(step_dir)
   sums = {p.relative_to(step_dir).as_posix(): list(_file_checksum(p))
           for p in _checked_files(step_dir)}
@@ -322,7 +324,8 @@ def save_model(directory: str | epath.Path, model_config: Mapping[str, Any],
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(target, _to_host(dict(variables)))
     checkpointer.wait_until_finished()
-  (directory / workdir_lib.MODEL_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True))
+  (directory / workdir_lib.MODEL_FILE).write_text(json.dumps(dict(model_config), indent=2,
+                                                            sort_keys=True))
 
 
 def _restore_on_host(path: epath.Path, metadata_tree: Any) -> Any:

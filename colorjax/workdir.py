@@ -13,7 +13,8 @@ A training workdir::
   WORKDIR/prior.npy, prior.json          the ab prior computed for the run, and how it was sampled
 
 An exported model (`colorjax import`, checkpoint.save_model): `DIR/model.json` + `DIR/variables/`.
-`colorjax eval` writes `metrics.json` (its default `--out`) and the per-image `metrics.csv` beside it.
+`colorjax eval` writes `metrics.json` (its default `--out`) and the per-image `metrics.csv`
+beside it.
 """
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def _report001_generator(model_cfg: Mapping[str, Any], dtype) -> nn.Module:
     network = fusion.FusionEncoderDecoder(
         semantic_channels=_semantic_channels(model_cfg),
         encoder_features=widths(1, 2, 2, 4, 4, 8, 8, 4), fusion_features=widths(4)[0],
-        decoder_features=widths(2, 1, 0.5, 0.25), out_channels=heads.out_channels(model_cfg), dtype=dtype)
+        decoder_features=widths(2, 1, 0.5, 0.25), out_channels=heads.out_channels(model_cfg),
+        dtype=dtype)
     return semantic.SemanticGenerator(network, backbone, convention=model_cfg["convention"],
                                       trainable=trainable,
                                       input_size=int(_get(model_cfg, "semantic_input_size", 0)))
