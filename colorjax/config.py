@@ -312,6 +312,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "(disc.enabled=True)")
   if config.model.name == "eccv16" and config.model.output != "bins":
     raise ValueError("config key model.output must be 'bins' for model.name='eccv16'")
+  if config.model.output == "bins" and config.model.name != "eccv16":
+    # The other generators end in tanh, which would bound the 313 logits to [-1, 1].
+    raise ValueError(f"config key model.output='bins' needs model.name='eccv16', got "
+                     f"{config.model.name!r}: use 'ab' or 'rgb'")
   if config.data.resize_size and config.data.resize_size < config.data.crop_size:
     raise ValueError(f"config key data.resize_size={config.data.resize_size} must be 0 or >= "
                      f"data.crop_size={config.data.crop_size}")

@@ -91,6 +91,7 @@ def test_report001_model_keys_are_validated():
   fails("seed001_efficientnet", {"model.semantic_fusion": "input"}, "model.semantic_fusion")
   fails("seed001_efficientnet", {"model.output": "bins", "loss.kind": "soft_ce"}, "model.output")
   fails("seed001_scratch", {"model.encoder_dropout": "1.0"}, "model.encoder_dropout")
+  fails("pix2pix", {"model.output": "bins", "loss.kind": "soft_ce"}, "model.output='bins'")
   fails("seed002_attention_semantic", {"model.semantic_fusion": "sideways"},
         "model.semantic_fusion")
   fails("eccv16", {"model.semantic_backbone": "vgg16"}, "model.semantic_backbone")
