@@ -578,6 +578,28 @@ def build(config: ml_collections.ConfigDict, mesh, class_weights: np.ndarray | N
 # ----------------------------------------------------------------------------------------------
 
 
+def create_evaluator(config: ml_collections.ConfigDict, generator: nn.Module, mesh, source
+                     ) -> evaluate.Evaluator:
+  """The periodic evaluation of `config` on `source`: the eval-mode generator's ab (its RGB for
+  model.output='rgb'), the 'center' protocol at `data.eval_size`."""
+  model_cfg = dict(config.model)
+  predict = inference.predict_rgb if inference.predicts_rgb(model_cfg) else inference.predict_ab
+  return evaluate.Evaluator(
+      functools.partial(predict, generator, model_cfg=model_cfg), source, mesh,
+      batch_size=config.train.eval_batch_size, image_size=config.data.eval_size,
+      max_images=config.data.eval_images, samples=config.train.samples)
+
+
+def _evaluate(evaluator: evaluate.Evaluator, state: State, step: int, writer) -> dict[str, float]:
+  """Runs the evaluator on the state's generator (its EMA parameters if kept) and logs it."""
+  eval_metrics, grid = evaluator.run(checkpoint.generator_variables(state))
+  if eval_metrics:
+    writer.write_scalars(step, eval_metrics)
+  if grid is not None:
+    writer.write_samples(step, grid)
+  return eval_metrics
+
+
 def create_sources(data_cfg: ml_collections.ConfigDict):
   """(train, eval) image sources: `data.eval` when given, else a held-out split of `data.train`."""
   train_source = data.image_source(data_cfg.train)
@@ -657,7 +679,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.write_text("config", str(config))
   writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
-  evaluator = evaluate.Evaluator(config, setup.generator, mesh)
+  evaluator = create_evaluator(config, setup.generator, mesh, eval_source)
 
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}
@@ -688,7 +710,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       elif _is_logged(setup, step):  # the schedule the step computes gradient norms for
         pending = (step, with_param_norm(state["gen"]["params"], metrics), averages)
         averages = None
-      eval_metrics = evaluator.run(state, eval_source, step, writer) if do_eval else None
+      eval_metrics = _evaluate(evaluator, state, step, writer) if do_eval else None
       if eval_metrics:
         last_metrics.update(eval_metrics)
       if do_save:

@@ -40,6 +40,30 @@ def tiny_config():
   return c
 
 
+@pytest.fixture(scope="session")
+def inception_pth(tmp_path_factory) -> pathlib.Path:
+  """An InceptionV3 state_dict file written by torch.save, in torchvision's (and pytorch-fid's)
+  key layout, with random He-scaled conv weights and BatchNorm parameters and statistics, so
+  that features stay O(1) through the whole depth (FID tests; skips without torch)."""
+  torch = pytest.importorskip("torch")
+  from colorjax import fid  # pylint: disable=g-import-not-at-top
+  generator = torch.Generator().manual_seed(0)
+  state_dict = {}
+  for key, shape in fid.expected_torch_shapes().items():
+    if key.endswith(".conv.weight"):
+      fan_in = shape[1] * shape[2] * shape[3]
+      value = torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
+    elif key.endswith((".bn.weight", ".bn.running_var")):
+      value = 0.5 + torch.rand(shape, generator=generator)
+    else:  # BatchNorm bias and running mean
+      value = 0.2 * torch.randn(shape, generator=generator)
+    state_dict[key] = value
+  state_dict["fc.weight"] = torch.zeros((1008, 2048))  # pytorch-fid's head, ignored
+  path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
+  torch.save(state_dict, path)
+  return path
+
+
 CHROMIUM_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "
                  "`pip install -e '.[test]'`")
 
