@@ -31,7 +31,7 @@ import optax
 
 from colorjax import checkpoint, color, data, evaluate, inference, losses, models, sharding
 from colorjax import config as config_lib
-from colorjax import flops, paths, perceptual, writers
+from colorjax import fid, flops, paths, perceptual, torch_weights, writers
 from colorjax import prior as prior_lib
 from colorjax.ops import xla_cpu
 
@@ -578,8 +578,19 @@ def build(config: ml_collections.ConfigDict, mesh, class_weights: np.ndarray | N
 # ----------------------------------------------------------------------------------------------
 
 
-def create_evaluator(config: ml_collections.ConfigDict, generator: nn.Module, mesh, source
-                     ) -> evaluate.Evaluator:
+def load_fid_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The InceptionV3 of `eval.fid_weights` for the periodic eval's FID; None when unset."""
+  path = config.eval.fid_weights
+  if not path:
+    return None
+  try:
+    return fid.load_inception(path)
+  except torch_weights.WeightFileError as e:
+    raise torch_weights.WeightFileError(f"config key eval.fid_weights: {e}") from None
+
+
+def create_evaluator(config: ml_collections.ConfigDict, generator: nn.Module, mesh, source,
+                     fid_variables: Mapping[str, Any] | None = None) -> evaluate.Evaluator:
   """The periodic evaluation of `config` on `source`: the eval-mode generator's ab (its RGB for
   model.output='rgb'), the 'center' protocol at `data.eval_size`."""
   model_cfg = dict(config.model)
@@ -587,7 +598,8 @@ def create_evaluator(config: ml_collections.ConfigDict, generator: nn.Module, me
   return evaluate.Evaluator(
       functools.partial(predict, generator, model_cfg=model_cfg), source, mesh,
       batch_size=config.train.eval_batch_size, image_size=config.data.eval_size,
-      max_images=config.data.eval_images, samples=config.train.samples)
+      max_images=config.data.eval_images, samples=config.train.samples,
+      fid_variables=fid_variables, fid_batch_size=config.eval.fid_batch_size)
 
 
 def _evaluate(evaluator: evaluate.Evaluator, state: State, step: int, writer) -> dict[str, float]:
@@ -645,6 +657,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Nothing is written to the workdir before the restore below accepts it (a workdir of another
   # model, or a missing data.train, leaves it as it was).
   checkpoint.check_workdir(workdir)
+  fid_variables = load_fid_variables(config)  # once per run; a bad file fails before training
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
@@ -679,7 +692,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.write_text("config", str(config))
   writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
-  evaluator = create_evaluator(config, setup.generator, mesh, eval_source)
+  evaluator = create_evaluator(config, setup.generator, mesh, eval_source, fid_variables)
 
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}

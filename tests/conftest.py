@@ -18,6 +18,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
+import struct  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -62,6 +63,22 @@ def inception_pth(tmp_path_factory) -> pathlib.Path:
   path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
   torch.save(state_dict, path)
   return path
+
+
+def tensorboard_values(directory):
+  """(step, tag, summary value) of every event file under `directory`, read as the TFRecord
+  files they are (length, its CRC, the serialized Event, its CRC); CRCs are not checked."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = []
+  for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+    raw = path.read_bytes()
+    offset = 0
+    while offset < len(raw):
+      (length,) = struct.unpack("<Q", raw[offset:offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      out += [(event.step, value.tag, value) for value in event.summary.value]
+  return out
 
 
 CHROMIUM_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "

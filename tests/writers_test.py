@@ -1,28 +1,11 @@
 """Tests of colorjax.writers: JSON lines, TensorBoard event files and the console line."""
 import io
 import json
-import pathlib
-import struct
 
 import numpy as np
 
+import conftest
 from colorjax import writers
-
-
-def tensorboard_values(directory):
-  """(step, tag, summary value) of every event file under `directory`, read as the TFRecord
-  files they are (length, its CRC, the serialized Event, its CRC); CRCs are not checked."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  out = []
-  for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
-    raw = path.read_bytes()
-    offset = 0
-    while offset < len(raw):
-      (length,) = struct.unpack("<Q", raw[offset:offset + 8])
-      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
-      offset += 12 + length + 4
-      out += [(event.step, value.tag, value) for value in event.summary.value]
-  return out
 
 
 def test_scalars_images_and_text_are_written(tmp_path):
@@ -72,7 +55,7 @@ def test_samples_go_to_png_and_tensorboard(tmp_path):
   w.close()
   png = tmp_path / "samples" / "step_00000007.png"
   np.testing.assert_array_equal(np.asarray(Image.open(png)), grid)
-  images = [(step, value) for step, tag, value in tensorboard_values(tmp_path / "tensorboard")
+  images = [(step, value) for step, tag, value in conftest.tensorboard_values(tmp_path / "tensorboard")
             if tag == "eval/gray_model_truth"]
   assert len(images) == 1 and images[0][0] == 7
   decoded = np.asarray(Image.open(io.BytesIO(images[0][1].image.encoded_image_string)))
