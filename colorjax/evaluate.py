@@ -172,9 +172,10 @@ def eval_step(predict_fn, variables, rgb_BHW3, valid_B):
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
   prediction = predict_fn(variables, l)
-  if prediction.ndim != 4 or prediction.shape[0] != l.shape[0] or prediction.shape[-1] not in (2, 3):
+  batch = l.shape[0]
+  if prediction.ndim != 4 or prediction.shape[0] != batch or prediction.shape[-1] not in (2, 3):
     raise ValueError(f"the predict function returned shape {prediction.shape} for L of shape "
-                     f"{l.shape}; expected ab ({l.shape[0]}, h, w, 2) or RGB ({l.shape[0]}, h, w, 3)")
+                     f"{l.shape}; expected ab ({batch}, h, w, 2) or RGB ({batch}, h, w, 3)")
   prediction = inference.resize_ab_to(prediction.astype(jnp.float32), *rgb_BHW3.shape[1:3])
   if prediction.shape[-1] == 3:
     ab = color.rgb_to_lab(prediction)[..., 1:]
@@ -207,7 +208,7 @@ class Evaluator:
 
   Args:
     predict_fn: `predict_fn(variables, l_BHW1)`, see `eval_step`; jitted with the step.
-    source: the evaluation images (an `data.ImageSource` or a spec for it).
+    source: the evaluation images, a `data.ImageSource` (`data.image_source(spec)`), opened once.
     mesh: the device mesh; a batch is split over its 'data' axis.
     batch_size: images per step (rounded up to a multiple of the mesh's devices).
     image_size: the side the images are resized (short side) and center cropped to.
@@ -275,7 +276,7 @@ class Evaluator:
     if fid_acc is not None:
       if len(acc.rows) < 2:
         logging.getLogger("colorjax").warning(
-            "eval: FID needs at least 2 images, %d was readable; no FID", len(acc.rows))
+            "eval: FID needs at least 2 images, only %d was readable; no FID", len(acc.rows))
       else:
         for name, value in fid_acc.result().items():
           result[name]["fid"] = value

@@ -1,7 +1,8 @@
 """Where metrics go: console (progress, images/s, ETA), TensorBoard event files and JSON lines.
 
 Process 0 writes files (`WORKDIR/tensorboard/`, `WORKDIR/metrics.jsonl`, the eval grids in
-`WORKDIR/samples/`); every process logs to the console. TensorBoard events are written with tensorboardX, which needs no TensorFlow.
+`WORKDIR/samples/`); every process logs to the console. TensorBoard events are written with
+tensorboardX, which needs no TensorFlow.
 """
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ def _frechet_distance_with_scipy_sqrtm(x_ND, y_ND):
 
 def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, tmp_path,
                                                                    inception_pth):
-  from colorjax import fid, metrics, sharding  # pylint: disable=g-import-not-at-top
+  from colorjax import data, fid, metrics, sharding  # pylint: disable=g-import-not-at-top
   size, n = 32, 4
   folder = tmp_path / "eval"
   folder.mkdir()
@@ -315,8 +315,8 @@ def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, t
     return jnp.broadcast_to(variables["ab"], (l_BHW1.shape[0], size // 2, size // 2, 2))
 
   inception = fid.load_inception(inception_pth)
-  evaluator = evaluate.Evaluator(predict, str(folder), sharding.create_mesh(), batch_size=3,
-                                 image_size=size, max_images=n, samples=2,
+  evaluator = evaluate.Evaluator(predict, data.image_source(folder), sharding.create_mesh(),
+                                 batch_size=3, image_size=size, max_images=n, samples=2,
                                  fid_variables=inception, fid_batch_size=3 * n)
   assert evaluator.batch_size == 8  # rounded up to the 8 devices
   ab = np.array([12.0, -20.0])
@@ -350,19 +350,20 @@ def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, t
 
 
 def test_evaluator_without_fid_or_samples_gives_neither(photos_dir, tmp_path):
-  from colorjax import sharding  # pylint: disable=g-import-not-at-top
+  from colorjax import data, sharding  # pylint: disable=g-import-not-at-top
   folder = tmp_path / "eval"
   folder.mkdir()
   for i, rgb in enumerate(_images(photos_dir, 2, 16)):
     Image.fromarray(rgb).save(folder / f"{i}.png")
-  evaluator = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (2,)), str(folder),
+  source = data.image_source(folder)
+  evaluator = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (2,)), source,
                                  sharding.create_mesh(), batch_size=8, image_size=16)
   flat, grid = evaluator.run({})
   assert grid is None and flat["eval/images"] == 2
   assert not any(key.endswith("/fid") for key in flat)
   # ab = 0 is the gray baseline itself.
   assert flat["eval/model/psnr"] == pytest.approx(flat["eval/gray/psnr"], abs=1e-4)
-  bad = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (4,)), str(folder),
+  bad = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (4,)), source,
                            sharding.create_mesh(), batch_size=8, image_size=16)
   with pytest.raises(ValueError, match=r"expected ab \(8, h, w, 2\) or RGB"):
     bad.run({})

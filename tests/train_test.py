@@ -370,7 +370,8 @@ def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config
       "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
   loads = []
   load_inception = fid.load_inception
-  monkeypatch.setattr(fid, "load_inception", lambda path: loads.append(path) or load_inception(path))
+  monkeypatch.setattr(fid, "load_inception",
+                      lambda path: loads.append(path) or load_inception(path))
   with caplog.at_level("INFO", logger="colorjax"):
     train.train_and_evaluate(c, "workdir")
   assert loads == [str(tmp_path / "inception.pth")]  # once per run, not per eval
@@ -413,6 +414,8 @@ def test_missing_fid_weights_fail_in_one_line_before_training(tmp_path, monkeypa
   assert cli.main(["--no-compile-cache", "train", "--config", "eccv16:tiny", "--workdir", "run",
                    "--config.eval.fid_weights=weights/inception.pth"]) == 2
   err = capsys.readouterr().err
-  assert err.startswith("colorjax train: error: config key eval.fid_weights: ") and err.count("\n") == 1
+  assert err.startswith("colorjax train: error: config key eval.fid_weights: ")
+  assert err.count("\n") == 1
   assert str(tmp_path / "weights" / "inception.pth") in err
-  assert not pathlib.Path("run/checkpoints").exists() and not pathlib.Path("run/metrics.jsonl").exists()
+  assert not pathlib.Path("run/checkpoints").exists()
+  assert not pathlib.Path("run/metrics.jsonl").exists()

@@ -55,7 +55,8 @@ def test_samples_go_to_png_and_tensorboard(tmp_path):
   w.close()
   png = tmp_path / "samples" / "step_00000007.png"
   np.testing.assert_array_equal(np.asarray(Image.open(png)), grid)
-  images = [(step, value) for step, tag, value in conftest.tensorboard_values(tmp_path / "tensorboard")
+  images = [(step, value)
+            for step, tag, value in conftest.tensorboard_values(tmp_path / "tensorboard")
             if tag == "eval/gray_model_truth"]
   assert len(images) == 1 and images[0][0] == 7
   decoded = np.asarray(Image.open(io.BytesIO(images[0][1].image.encoded_image_string)))
