@@ -612,6 +612,20 @@ def _evaluate(evaluator: evaluate.Evaluator, state: State, step: int, writer) ->
   return eval_metrics
 
 
+def _ranked_metrics(best_metric: str, eval_metrics: Mapping[str, float] | None, step: int
+                    ) -> Mapping[str, float] | None:
+  """The eval metrics a checkpoint is saved with, or None when they lack `best_metric` (an eval
+  without a readable image, or with too few for FID): the checkpoint manager cannot rank those,
+  and the checkpoint is then kept only while it is among the latest."""
+  if not eval_metrics:
+    return None
+  if best_metric and best_metric not in eval_metrics:
+    writers.logger.warning("step %d: this eval has no %s; the checkpoint cannot be the best",
+                           step, best_metric)
+    return None
+  return eval_metrics
+
+
 def create_sources(data_cfg: ml_collections.ConfigDict):
   """(train, eval) image sources: `data.eval` when given, else a held-out split of `data.train`."""
   train_source = data.image_source(data_cfg.train)
@@ -727,7 +741,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if eval_metrics:
         last_metrics.update(eval_metrics)
       if do_save:
-        checkpoint.save(manager, step, state, train_iter, metrics=eval_metrics)
+        checkpoint.save(manager, step, state, train_iter,
+                        metrics=_ranked_metrics(config.train.best_metric, eval_metrics, step))
       if do_eval or do_save:
         timer.pause()
       if preempted:

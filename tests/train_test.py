@@ -419,3 +419,24 @@ def test_missing_fid_weights_fail_in_one_line_before_training(tmp_path, monkeypa
   assert str(tmp_path / "weights" / "inception.pth") in err
   assert not pathlib.Path("run/checkpoints").exists()
   assert not pathlib.Path("run/metrics.jsonl").exists()
+
+
+def test_an_eval_too_small_for_fid_trains_on_without_a_best_checkpoint(tiny_config, photos_dir,
+                                                                       tmp_path, monkeypatch,
+                                                                       caplog, inception_pth):
+  monkeypatch.chdir(tmp_path)
+  pathlib.Path("eval").mkdir()
+  shutil.copy(photos_dir / "coffee.jpg", "eval/coffee.jpg")
+  pathlib.Path("eval/broken.jpg").write_bytes(b"not a photo")
+  shutil.copy(inception_pth, "inception.pth")
+  c = config_lib.apply_overrides(tiny_config, {
+      "data.eval": "eval", "eval.fid_weights": "inception.pth", "train.steps": "2",
+      "train.eval_every": "2", "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
+  with caplog.at_level("WARNING", logger="colorjax"):
+    last = train.train_and_evaluate(c, "workdir")
+  assert last["eval/images"] == 1 and "eval/model/fid" not in last
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("FID needs at least 2 images, only 1 was readable" in m for m in messages)
+  assert any("step 2: this eval has no eval/model/fid" in m for m in messages)
+  assert sorted(p.name for p in pathlib.Path("workdir/checkpoints").iterdir()
+                if p.name.isdigit()) == ["2"]
