@@ -33,7 +33,6 @@ The FLOP and MFU helpers it uses live in `colorjax.flops`.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -45,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from colorjax import checkpoint, evaluate, flops, sharding, train
+from colorjax import checkpoint, flops, sharding, train
 from colorjax.ops import conv, xla_cpu
 
 # ------------------------------------------------------------------------------------------------
@@ -119,12 +118,9 @@ def _config_summary(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _eval_benchmark(config, setup, state, mesh, steps: int) -> dict[str, Any]:
-  devices = mesh.devices.size
-  batch = -(-config.train.eval_batch_size // devices) * devices  # as evaluate.Evaluator
+  evaluator = train.create_evaluator(config, setup.generator, mesh, source=None)
+  batch, step = evaluator.batch_size, evaluator.step
   size = config.data.eval_size
-  step = jax.jit(functools.partial(evaluate.eval_step, generator=setup.generator,
-                                   model_cfg=dict(config.model)),
-                 out_shardings=sharding.replicated(mesh))
   variables = checkpoint.generator_variables(state)
   rgb = synthetic_batch(batch, size, mesh, seed=1)["rgb"]
   valid = jax.device_put(np.ones((batch,), bool), sharding.batch_sharded(mesh))

@@ -133,6 +133,12 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batch_size=8,
       samples=4,             # images in the gray|model|truth grid
   ))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      fid_weights="",        # InceptionV3 .pth (as `colorjax eval --fid-weights`): adds the
+                             # periodic eval's eval/model/fid and eval/gray/fid ('' = no FID)
+      fid_batch_size=16,     # images per InceptionV3 call
+  ))
   return c
 
 
@@ -278,7 +284,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("train.batch_size", "train.steps", "train.log_every", "train.eval_every",
               "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
               "data.crop_size", "data.eval_size", "optimizer.lr", "model.width", "model.ngf",
-              "model.temperature", "loss.soft_k", "loss.soft_sigma", "optimizer.rms_eps"):
+              "model.temperature", "loss.soft_k", "loss.soft_sigma", "optimizer.rms_eps",
+              "eval.fid_batch_size"):
     _check_positive(config, key)
   for key in ("train.pretrain_steps", "data.eval_images", "data.num_workers", "data.min_chroma",
               "optimizer.weight_decay", "optimizer.grad_clip_norm", "loss.l1_weight",
@@ -325,6 +332,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.disc.enabled and config.model.output == "rgb":
     raise ValueError("config key disc.enabled needs model.output 'ab' or 'bins' (D sees L and ab)")
   _validate_gan_and_semantic(config)
+  _validate_fid(config)
+
+
+def _validate_fid(config: ml_collections.ConfigDict) -> None:
+  """FID during training, and FID as the best-checkpoint metric (lower is better)."""
+  if config.eval.fid_weights and config.data.eval_images == 1:
+    raise ValueError("config key data.eval_images=1: eval.fid_weights needs at least 2 images "
+                     "(or 0 = all)")
+  best = config.train.best_metric
+  if best.endswith("/fid"):
+    if not config.eval.fid_weights:
+      raise ValueError(f"config key train.best_metric={best!r} needs eval.fid_weights (an "
+                       "InceptionV3 .pth file)")
+    if config.train.best_mode != "min":
+      raise ValueError(f"config key train.best_mode={config.train.best_mode!r} must be 'min' for "
+                       f"train.best_metric={best!r} (a lower FID is better)")
 
 
 def _validate_gan_and_semantic(config: ml_collections.ConfigDict) -> None:
@@ -453,6 +476,7 @@ PATH_KEYS: dict[str, tuple[str, ...]] = {
     "model.semantic_weights": (),
     "loss.prior_file": (),
     "loss.perceptual_weights": ("random",),
+    "eval.fid_weights": (),
 }
 
 

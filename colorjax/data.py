@@ -685,29 +685,26 @@ def create_eval_batches(
     *,
     image_size: int,
     batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
     num_threads: int = 2,
     stats: DataStats | None = None,
 ) -> Iterator[dict[str, Any]]:
-  """Evaluation batches of this process's shard, in record order, padded to a fixed shape.
+  """Evaluation batches of the whole source, in record order, padded to a fixed shape.
 
   Each image's short side is resized to `image_size` (bicubic) and center-cropped to a square (the
   256x256 protocol of published tables). Yields `{'rgb': uint8 (batch_size, S, S, 3), 'name':
   list[str], 'mask': bool (batch_size,)}`; padding rows are zeros with name '' and mask False.
-  Every process yields the same number of batches (ceil(ceil(N / process_count) / batch_size)),
-  so multi-host evaluation stays in step. Unreadable files are logged, counted in `stats` if
-  given, and replaced by padding.
+  There are ceil(N / batch_size) batches whatever files are unreadable (those are logged,
+  counted in `stats` if given, and replaced by padding). Every process reads them all; the
+  periodic evaluation takes each process's rows (`evaluate.process_rows`).
   """
   source = _as_source(source)
   if batch_size < 1 or image_size < 1:
     raise ValueError(f"batch_size and image_size must be >= 1, got {batch_size}, {image_size}")
-  _check_shard(len(source), process_index, process_count)
-  num_batches = math.ceil(math.ceil(len(source) / process_count) / batch_size)
-  shard = grain.MapDataset.source(source)[process_index::process_count].map(EvalExample(image_size))
+  num_batches = math.ceil(len(source) / batch_size)
+  examples = grain.MapDataset.source(source).map(EvalExample(image_size))
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=max(2 * batch_size, 4 * num_threads, 1))
-  return _padded_batches(iter(shard.to_iter_dataset(read_options)), batch_size=batch_size,
+  return _padded_batches(iter(examples.to_iter_dataset(read_options)), batch_size=batch_size,
                          image_size=image_size, num_batches=num_batches, stats=stats)
 
 

@@ -11,7 +11,8 @@ models, the annealed-mean temperature, applied live: the network's logits are ke
 temperature only decodes them again.
 
 The pipeline is `colorjax.colorization`'s (the model sees the photo resized to `size x size`; its ab
-is upsampled and joined to the photo's own full-resolution L). Gradio is an optional dependency
+is upsampled and joined to the photo's own full-resolution L, or the RGB of a model that predicts
+RGB, `model.output='rgb'`, is upsampled as it is). Gradio is an optional dependency
 (`pip install 'colorjax[demo]'`), imported only when the server starts; uploads and the images it
 serves live in a temporary directory that is removed when the server stops.
 """
@@ -228,14 +229,18 @@ class Demo:
     return min(MAX_SIZE, max(MIN_SIZE, size))
 
   def network_output(self, model: str, photo: Photo, size: int) -> np.ndarray:
-    """The model's raw output `(1, h, w, C)` for a photo at input size `size`, kept (LRU)."""
+    """The model's output `(1, h, w, C)` for a photo at input size `size`, kept (LRU): the raw
+    313 logits of a bins model (decoded again at each temperature), else its prediction
+    (`colorization.predict`: ab, or the RGB of a model that predicts RGB)."""
     key = (model, size, photo.key)
     with self._lock:
       if key in self._outputs:
         self._outputs.move_to_end(key)
         return self._outputs[key]
     colorizer = self.colorizer(model)
-    out = colorizer.raw_output(colorization.model_input_l(photo.rgb_HW3, size)[None])
+    l_1SS1 = colorization.model_input_l(photo.rgb_HW3, size)[None]
+    out = (colorizer.raw_output(l_1SS1) if uses_temperature(colorizer)
+           else colorization.predict(colorizer, l_1SS1))
     with self._lock:
       self._outputs[key] = out
       while sum(o.nbytes for o in self._outputs.values()) > self.cache_bytes and len(
@@ -244,15 +249,19 @@ class Demo:
     return out
 
   def colorize(self, model: str, photo: Photo, size: int, temperature: float | None) -> np.ndarray:
-    """uint8 RGB of the photo's size: the model's ab at input size `size` joined to its L;
+    """uint8 RGB of the photo's size, as `colorjax colorize` makes it: the model's ab at input
+    size `size` joined to the photo's L, or the upsampled RGB of a model that predicts RGB;
     `temperature` (None: the model's own) applies to 313-bin models only."""
     colorizer = self.colorizer(model)
     size = check_size(size)
-    model_cfg = dict(colorizer.model_cfg)
-    if temperature is not None and uses_temperature(colorizer):
-      model_cfg["temperature"] = check_temperature(temperature)
-    ab_1hw2 = np.asarray(heads.output_to_ab(self.network_output(model, photo, size), model_cfg))
-    return colorization.join_full_resolution(photo.rgb_HW3, ab_1hw2[0])
+    prediction_1hwC = self.network_output(model, photo, size)
+    if uses_temperature(colorizer):
+      model_cfg = dict(colorizer.model_cfg)
+      if temperature is not None:
+        model_cfg["temperature"] = check_temperature(temperature)
+      prediction_1hwC = np.asarray(heads.output_to_ab(prediction_1hwC, model_cfg))
+    return colorization.full_resolution_result(photo.rgb_HW3, prediction_1hwC[0],
+                                               colorization.predicts_rgb(colorizer))
 
   def render(self, photos: Sequence[Photo], selected: int, model: str, size, temperature,
              read_errors: Sequence[str] = ()) -> Rendered:

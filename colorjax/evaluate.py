@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import checkpoint, color, colorization, data, fid, images, inference, metrics
-from colorjax import sharding, workdir
+from colorjax import color, colorization, data, fid, images, inference, metrics
+from colorjax import sharding
 from colorjax.models import heads
 
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
@@ -163,92 +163,132 @@ def flatten(result: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]
 # ----------------------------------------------------------------------------------------------
 
 
-def eval_step(variables, rgb_BHW3, valid_B, *, generator, model_cfg):
+def eval_step(predict_fn, variables, rgb_BHW3, valid_B):
+  """One batch of the 'center' protocol: (`compare_to_truth`'s results, the model's RGB in [0, 1]).
+
+  `predict_fn(variables, l_BHW1)` takes L in [0, 100] and returns ab in Lab units `(B, h, w, 2)`,
+  or the RGB in [0, 1] `(B, h, w, 3)` of a model that predicts RGB, at any resolution; it is
+  upsampled bilinearly to the batch's.
+  """
   lab = color.rgb_to_lab(rgb_BHW3)
   l = lab[..., :1]
-  if heads.is_rgb(model_cfg):
-    rgb = inference.predict_rgb(generator, variables, l, model_cfg)
-    rgb = heads.resize_to(rgb, *rgb_BHW3.shape[1:3])
-    ab = color.rgb_to_lab(rgb)[..., 1:]
-    return compare_to_truth(l, ab, rgb_BHW3, valid_B, rgb), rgb
-  ab = inference.predict_ab(generator, variables, l, model_cfg)
-  ab = heads.resize_to(ab, *rgb_BHW3.shape[1:3])
-  return compare_to_truth(l, ab, rgb_BHW3, valid_B), color.lab_to_rgb(
-      jnp.concatenate([l, ab], axis=-1))
+  prediction = predict_fn(variables, l)
+  batch = l.shape[0]
+  if prediction.ndim != 4 or prediction.shape[0] != batch or prediction.shape[-1] not in (2, 3):
+    raise ValueError(f"the predict function returned shape {prediction.shape} for L of shape "
+                     f"{l.shape}; expected ab ({batch}, h, w, 2) or RGB ({batch}, h, w, 3)")
+  prediction = heads.resize_to(prediction.astype(jnp.float32), *rgb_BHW3.shape[1:3])
+  if prediction.shape[-1] == 3:
+    ab = color.rgb_to_lab(prediction)[..., 1:]
+    return compare_to_truth(l, ab, rgb_BHW3, valid_B, prediction), prediction
+  return compare_to_truth(l, prediction, rgb_BHW3, valid_B), color.lab_to_rgb(
+      jnp.concatenate([l, prediction], axis=-1))
+
+
+def process_rows(global_batch: int, process_index: int | None = None,
+                 process_count: int | None = None) -> slice:
+  """This process's rows of a global batch that every process reads in full (the eval data is
+  split across processes here, after reading, so that every process knows every row's result)."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch % process_count:
+    raise ValueError(f"an eval batch of {global_batch} does not split over {process_count} "
+                     "processes")
+  per = global_batch // process_count
+  return slice(process_index * per, (process_index + 1) * per)
 
 
 class Evaluator:
-  """Runs the 'center' protocol on the held-out split; logs metrics and a gray|model|truth grid."""
+  """The 'center' protocol on a held-out set, for the periodic evaluation during training.
 
-  def __init__(self, config, generator, mesh):
-    self.config = config
-    self.mesh = mesh
+  Built from a predict function and the evaluator's own settings (not a config), in the manner
+  of big_vision's evaluators; `train.create_evaluator` builds it from a config:
+
+    evaluator = Evaluator(predict_fn, eval_source, mesh, batch_size=8, image_size=256)
+    metrics, grid = evaluator.run(variables)   # {'eval/model/psnr': ..., ...}, uint8 grid
+
+  Args:
+    predict_fn: `predict_fn(variables, l_BHW1)`, see `eval_step`; jitted with the step.
+    source: the evaluation images, a `data.ImageSource` (`data.image_source(spec)`), opened once.
+    mesh: the device mesh; a batch is split over its 'data' axis.
+    batch_size: images per step (rounded up to a multiple of the mesh's devices).
+    image_size: the side the images are resized (short side) and center cropped to.
+    max_images: evaluate the first this many readable images only (0 = all).
+    samples: images in the gray | model | truth grid `run` returns (0 = no grid).
+    fid_variables: the InceptionV3 of `inception.load_inception`: adds `eval/model/fid` and
+      `eval/gray/fid`, the FID of the colorized and of the gray images against their ground
+      truths (`colorjax.fid`'s paired protocol; needs at least 2 images).
+    fid_batch_size: images per InceptionV3 call.
+  """
+
+  def __init__(self, predict_fn, source, mesh, *, batch_size: int, image_size: int,
+               max_images: int = 0, samples: int = 0, fid_variables=None,
+               fid_batch_size: int = 16):
     devices = mesh.devices.size
-    self.batch_size = -(-config.train.eval_batch_size // devices) * devices
-    step = functools.partial(eval_step, generator=generator,
-                             model_cfg=dict(config.model))
-    self._step = jax.jit(step, out_shardings=sharding.replicated(mesh))
+    self.source = source
+    self.mesh = mesh
+    self.batch_size = -(-batch_size // devices) * devices
+    self.image_size = image_size
+    self.max_images = max_images
+    self.samples = samples
+    self.fid_variables = fid_variables
+    self.fid_batch_size = fid_batch_size
+    self.step = jax.jit(functools.partial(eval_step, predict_fn),
+                        out_shardings=sharding.replicated(mesh))
 
-  def run(self, state, source, step: int, writer) -> dict[str, float]:
+  def run(self, variables) -> tuple[dict[str, float], np.ndarray | None]:
+    """Evaluates `variables` (what `predict_fn` takes): (the flat metrics, `flatten`'s keys; the
+    gray | model | truth grid, uint8, or None). No readable image: ({}, None) and a warning."""
     acc = Accumulator()
+    fid_acc = (None if self.fid_variables is None else fid.FidAccumulator(
+        self.fid_variables, names=("model", "gray"), batch_size=self.fid_batch_size))
     grid_rows = []
-    variables = checkpoint.generator_variables(state)
-    limit = self.config.data.eval_images or None
     seen = 0
-    for batch in data.create_eval_batches(source, image_size=self.config.data.eval_size,
-                                                batch_size=self.batch_size):
+    rows = process_rows(self.batch_size)
+    for batch in data.create_eval_batches(self.source, image_size=self.image_size,
+                                          batch_size=self.batch_size):
       valid = np.asarray(batch["mask"], bool)
-      if limit is not None:
-        keep = max(0, limit - seen)
-        valid = valid & (np.cumsum(valid) <= keep)
+      if self.max_images:
+        valid = valid & (np.cumsum(valid) <= max(0, self.max_images - seen))
       if not valid.any():
         break
       seen += int(valid.sum())
-      lo, hi = _process_slice(self.batch_size)
       global_batch = sharding.shard_batch(
-          {"rgb": batch["rgb"][lo:hi], "valid": valid[lo:hi]}, self.mesh)
-      results, model_rgb = self._step(variables, global_batch["rgb"], global_batch["valid"])
+          {"rgb": batch["rgb"][rows], "valid": valid[rows]}, self.mesh)
+      results, model_rgb = self.step(variables, global_batch["rgb"], global_batch["valid"])
       acc.add(results, batch["name"], valid)
-      if len(grid_rows) < self.config.train.samples:
-        grid_rows += _grid_rows(batch["rgb"], np.asarray(jax.device_get(model_rgb)), valid,
-                                self.config.train.samples - len(grid_rows))
+      if fid_acc is None and len(grid_rows) >= self.samples:
+        continue
+      model_rgb = np.asarray(jax.device_get(model_rgb))
+      for truth, model, ok in zip(batch["rgb"], model_rgb, valid):
+        if not ok:
+          continue
+        model, gray = color.rgb_to_uint8(model), _gray_rgb(truth)
+        if fid_acc is not None:
+          fid_acc.add(truth, model=model, gray=gray)
+        if len(grid_rows) < self.samples:
+          grid_rows.append((gray, model, truth))
     if not acc.rows:  # every eval file unreadable: the run goes on, without eval metrics
       logging.getLogger("colorjax").warning(
-          "eval at step %d: no readable image among the %d of the eval set; no eval metrics",
-          step, len(source))
-      return {}
+          "eval: no readable image among the %d of the eval set; no eval metrics",
+          len(self.source))
+      return {}, None
     result = acc.result("center")
-    flat = flatten(result)
-    writer.write_scalars(step, flat)
-    if grid_rows:
-      grid = metrics.image_grid(grid_rows)
-      writer.write_images(step, {"eval/gray_model_truth": grid})
-      if jax.process_index() == 0 and writer.workdir is not None:
-        from PIL import Image  # pylint: disable=g-import-not-at-top
-        samples = pathlib.Path(writer.workdir) / workdir.SAMPLES_SUBDIR
-        samples.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(samples / workdir.sample_name(step))
-    return flat
+    if fid_acc is not None:
+      if len(acc.rows) < 2:
+        logging.getLogger("colorjax").warning(
+            "eval: FID needs at least 2 images, only %d was readable; no FID", len(acc.rows))
+      else:
+        for name, value in fid_acc.result().items():
+          result[name]["fid"] = value
+    return flatten(result), (metrics.image_grid(grid_rows) if grid_rows else None)
 
 
-def _process_slice(global_batch: int) -> tuple[int, int]:
-  """This process's rows of a global batch that every process reads in full."""
-  per = global_batch // jax.process_count()
-  return jax.process_index() * per, (jax.process_index() + 1) * per
-
-
-def _grid_rows(rgb_BHW3, model_rgb_BHW3, valid, n):
-  rows = []
-  for rgb, model_rgb, ok in zip(rgb_BHW3, model_rgb_BHW3, valid):
-    if len(rows) == n:
-      break
-    if not ok:
-      continue
-    l = color.rgb_to_lab(rgb)[..., :1]
-    zero_ab = np.zeros(l.shape[:-1] + (2,), l.dtype)
-    gray = color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, zero_ab], -1)))
-    rows.append((gray, color.rgb_to_uint8(model_rgb), rgb))
-  return rows
+def _gray_rgb(rgb_HW3: np.ndarray) -> np.ndarray:
+  """The gray baseline of a photo: its L with ab = 0, as uint8 RGB."""
+  l = color.rgb_to_lab(rgb_HW3)[..., :1]
+  zero_ab = np.zeros(l.shape[:-1] + (2,), l.dtype)
+  return color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, zero_ab], -1)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ import optax
 
 from colorjax import checkpoint, color, data, evaluate, losses, models, sharding
 from colorjax import config as config_lib
-from colorjax import flops, paths, perceptual, writers
+from colorjax import flops, inference, paths, perceptual, torch_weights, writers
 from colorjax import prior as prior_lib
-from colorjax.models import eccv16, heads, semantic
+from colorjax.models import eccv16, heads, inception, semantic
 from colorjax.ops import xla_cpu
 
 State = dict[str, Any]
@@ -554,6 +554,54 @@ def build(config: ml_collections.ConfigDict, mesh, class_weights: np.ndarray | N
 # ----------------------------------------------------------------------------------------------
 
 
+def load_fid_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The InceptionV3 of `eval.fid_weights` for the periodic eval's FID; None when unset."""
+  path = config.eval.fid_weights
+  if not path:
+    return None
+  try:
+    return inception.load_inception(path)
+  except torch_weights.WeightFileError as e:
+    raise torch_weights.WeightFileError(f"config key eval.fid_weights: {e}") from None
+
+
+def create_evaluator(config: ml_collections.ConfigDict, generator: nn.Module, mesh, source,
+                     fid_variables: Mapping[str, Any] | None = None) -> evaluate.Evaluator:
+  """The periodic evaluation of `config` on `source`: the eval-mode generator's ab (its RGB for
+  model.output='rgb'), the 'center' protocol at `data.eval_size`."""
+  model_cfg = dict(config.model)
+  predict = inference.predict_rgb if heads.is_rgb(model_cfg) else inference.predict_ab
+  return evaluate.Evaluator(
+      functools.partial(predict, generator, model_cfg=model_cfg), source, mesh,
+      batch_size=config.train.eval_batch_size, image_size=config.data.eval_size,
+      max_images=config.data.eval_images, samples=config.train.samples,
+      fid_variables=fid_variables, fid_batch_size=config.eval.fid_batch_size)
+
+
+def _evaluate(evaluator: evaluate.Evaluator, state: State, step: int, writer) -> dict[str, float]:
+  """Runs the evaluator on the state's generator (its EMA parameters if kept) and logs it."""
+  eval_metrics, grid = evaluator.run(checkpoint.generator_variables(state))
+  if eval_metrics:
+    writer.write_scalars(step, eval_metrics)
+  if grid is not None:
+    writer.write_samples(step, grid)
+  return eval_metrics
+
+
+def _ranked_metrics(best_metric: str, eval_metrics: Mapping[str, float] | None, step: int
+                    ) -> Mapping[str, float] | None:
+  """The eval metrics a checkpoint is saved with, or None when they lack `best_metric` (an eval
+  without a readable image, or with too few for FID): the checkpoint manager cannot rank those,
+  and the checkpoint is then kept only while it is among the latest."""
+  if not eval_metrics:
+    return None
+  if best_metric and best_metric not in eval_metrics:
+    writers.logger.warning("step %d: this eval has no %s; the checkpoint cannot be the best",
+                           step, best_metric)
+    return None
+  return eval_metrics
+
+
 def create_sources(data_cfg: ml_collections.ConfigDict):
   """(train, eval) image sources: `data.eval` when given, else a held-out split of `data.train`."""
   train_source = data.image_source(data_cfg.train)
@@ -599,6 +647,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Nothing is written to the workdir before the restore below accepts it (a workdir of another
   # model, or a missing data.train, leaves it as it was).
   checkpoint.check_workdir(workdir)
+  fid_variables = load_fid_variables(config)  # once per run; a bad file fails before training
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
@@ -633,7 +682,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.write_text("config", str(config))
   writer.write_parameter_overview(state["gen"]["params"], state.get("disc", {}).get("params"))
 
-  evaluator = evaluate.Evaluator(config, setup.generator, mesh)
+  evaluator = create_evaluator(config, setup.generator, mesh, eval_source, fid_variables)
 
   # --- Loop ------------------------------------------------------------------------------------
   last_metrics: dict[str, float] = {}
@@ -664,11 +713,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       elif _is_logged(setup, step):  # the schedule the step computes gradient norms for
         pending = (step, with_param_norm(state["gen"]["params"], metrics), averages)
         averages = None
-      eval_metrics = evaluator.run(state, eval_source, step, writer) if do_eval else None
+      eval_metrics = _evaluate(evaluator, state, step, writer) if do_eval else None
       if eval_metrics:
         last_metrics.update(eval_metrics)
       if do_save:
-        checkpoint.save(manager, step, state, train_iter, metrics=eval_metrics)
+        checkpoint.save(manager, step, state, train_iter,
+                        metrics=_ranked_metrics(config.train.best_metric, eval_metrics, step))
       if do_eval or do_save:
         timer.pause()
       if preempted:

@@ -1,7 +1,8 @@
 """Where metrics go: console (progress, images/s, ETA), TensorBoard event files and JSON lines.
 
-Process 0 writes files (`WORKDIR/tensorboard/`, `WORKDIR/metrics.jsonl`); every process logs to
-the console. TensorBoard events are written with tensorboardX, which needs no TensorFlow.
+Process 0 writes files (`WORKDIR/tensorboard/`, `WORKDIR/metrics.jsonl`, the eval grids in
+`WORKDIR/samples/`); every process logs to the console. TensorBoard events are written with
+tensorboardX, which needs no TensorFlow.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from colorjax import flops
 from colorjax import workdir as workdir_lib
 
 logger = logging.getLogger("colorjax")
+
+SAMPLES_KEY = "eval/gray_model_truth"  # their TensorBoard tag
 
 
 def _format_duration(seconds: float) -> str:
@@ -68,6 +71,7 @@ class MetricWriter:
   def __init__(self, workdir: str | pathlib.Path | None, total_steps: int, *, write_files=True):
     self.total_steps = total_steps
     self.workdir = None if workdir is None else pathlib.Path(workdir)
+    self._write_files = write_files
     self.start = time.perf_counter()
     self.first_step: int | None = None
     self._tb = None
@@ -99,8 +103,8 @@ class MetricWriter:
       eta = (time.perf_counter() - self.start) / done * (self.total_steps - step)
       parts.append(f"ETA {_format_duration(eta)}")
     for key in sorted(scalars):
-      if key.startswith(("train/loss", "eval/model/", "perf/images_per_s", "train/d_loss",
-                         "perf/mfu", "data/")):
+      if key.startswith(("train/loss", "eval/model/", "eval/gray/fid", "perf/images_per_s",
+                         "train/d_loss", "perf/mfu", "data/")):
         parts.append(f"{key}={scalars[key]:.4g}")
     return " | ".join(parts)
 
@@ -110,6 +114,16 @@ class MetricWriter:
       for key, image in images.items():
         self._tb.add_image(key, np.asarray(image), step, dataformats="HWC")
       self._tb.flush()
+
+  def write_samples(self, step: int, grid: np.ndarray) -> None:
+    """The eval's gray | model | truth grid (uint8 HxWx3): to TensorBoard and, on process 0,
+    as `WORKDIR/samples/step_<step>.png`."""
+    self.write_images(step, {SAMPLES_KEY: grid})
+    if self._write_files and self.workdir is not None and jax.process_index() == 0:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      samples = self.workdir / workdir_lib.SAMPLES_SUBDIR
+      samples.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(np.asarray(grid, np.uint8)).save(samples / workdir_lib.sample_name(step))
 
   def write_text(self, key: str, text: str) -> None:
     if self._tb is not None:

@@ -95,3 +95,22 @@ def test_report001_model_keys_are_validated():
   fails("seed002_attention_semantic", {"model.semantic_fusion": "sideways"},
         "model.semantic_fusion")
   fails("eccv16", {"model.semantic_backbone": "vgg16"}, "model.semantic_backbone")
+
+
+def test_fid_keys_are_validated():
+  def check(overrides):
+    return config_lib.apply_overrides(config_lib.load_config("eccv16:tiny"), overrides)
+
+  fid_best = {"train.best_metric": "eval/model/fid", "train.best_mode": "min"}
+  c = check({"eval.fid_weights": "inception.pth", **fid_best})
+  assert c.train.best_metric == "eval/model/fid"
+  assert config_lib.with_absolute_paths(c).eval.fid_weights == str(
+      pathlib.Path.cwd() / "inception.pth")
+  with pytest.raises(ValueError, match="train.best_metric='eval/model/fid' needs eval.fid_weights"):
+    check(fid_best)
+  with pytest.raises(ValueError, match="train.best_mode='max' must be 'min'.*lower FID"):
+    check({"eval.fid_weights": "inception.pth", "train.best_metric": "eval/gray/fid"})
+  with pytest.raises(ValueError, match="data.eval_images=1: eval.fid_weights needs at least 2"):
+    check({"eval.fid_weights": "inception.pth", "data.eval_images": "1"})
+  with pytest.raises(ValueError, match="eval.fid_batch_size"):
+    check({"eval.fid_batch_size": "0"})

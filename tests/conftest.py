@@ -18,6 +18,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
+import struct  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -38,6 +39,46 @@ def tiny_config():
   c = config_lib.load_config(str(REPO_ROOT / "configs" / "eccv16.py") + ":tiny")
   c.train.eval_every = 1000
   return c
+
+
+@pytest.fixture(scope="session")
+def inception_pth(tmp_path_factory) -> pathlib.Path:
+  """An InceptionV3 state_dict file written by torch.save, in torchvision's (and pytorch-fid's)
+  key layout, with random He-scaled conv weights and BatchNorm parameters and statistics, so
+  that features stay O(1) through the whole depth (FID tests; skips without torch)."""
+  torch = pytest.importorskip("torch")
+  from colorjax.models import inception  # pylint: disable=g-import-not-at-top
+  generator = torch.Generator().manual_seed(0)
+  state_dict = {}
+  for key, shape in inception.expected_torch_shapes().items():
+    if key.endswith(".conv.weight"):
+      fan_in = shape[1] * shape[2] * shape[3]
+      value = torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
+    elif key.endswith((".bn.weight", ".bn.running_var")):
+      value = 0.5 + torch.rand(shape, generator=generator)
+    else:  # BatchNorm bias and running mean
+      value = 0.2 * torch.randn(shape, generator=generator)
+    state_dict[key] = value
+  state_dict["fc.weight"] = torch.zeros((1008, 2048))  # pytorch-fid's head, ignored
+  path = tmp_path_factory.mktemp("inception") / "inception_v3_random.pth"
+  torch.save(state_dict, path)
+  return path
+
+
+def tensorboard_values(directory):
+  """(step, tag, summary value) of every event file under `directory`, read as the TFRecord
+  files they are (length, its CRC, the serialized Event, its CRC); CRCs are not checked."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = []
+  for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+    raw = path.read_bytes()
+    offset = 0
+    while offset < len(raw):
+      (length,) = struct.unpack("<Q", raw[offset:offset + 8])
+      event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      out += [(event.step, value.tag, value) for value in event.summary.value]
+  return out
 
 
 CHROMIUM_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "

@@ -301,13 +301,3 @@ def test_eval_batches_resize_short_side(photos_dir):
   left, top = (expected.size[0] - 24) // 2, (expected.size[1] - 24) // 2
   expected = np.asarray(expected.crop((left, top, left + 24, top + 24)))
   np.testing.assert_array_equal(batch["rgb"][0], expected)
-
-
-def test_eval_batches_shard_over_processes_in_step(uniform_source):
-  per_process = [list(data.create_eval_batches(uniform_source, image_size=8, batch_size=3,
-                                               process_index=p, process_count=5))
-                 for p in range(5)]
-  assert {len(batches) for batches in per_process} == {1}  # ceil(ceil(12 / 5) / 3) = 1
-  names = [n for batches in per_process for b in batches for n, m in zip(b["name"], b["mask"])
-           if m]
-  assert sorted(names) == sorted(uniform_source.key(i) for i in range(len(uniform_source)))

@@ -158,6 +158,51 @@ def test_kept_outputs_are_bounded(tiny_model, photos_dir):
   assert len(logic._outputs) == 1  # pylint: disable=protected-access
 
 
+@pytest.fixture(scope="module")
+def tiny_rgb_model(tmp_path_factory):
+  """An exported random-init U-Net that predicts RGB (`model.output='rgb'`, seed 003's head)."""
+  config = config_lib.base_config().to_dict()
+  config["model"].update(name="unet", output="rgb", convention="pix2pix", ngf=4, num_downs=3,
+                         use_dropout=False)
+  config["data"]["eval_size"] = SIZE
+  generator = models.create_generator(config["model"], SIZE)
+  init = jax.jit(functools.partial(generator.init, train=False))
+  variables = init(jax.random.key(1, impl="unsafe_rbg"), jnp.zeros((1, SIZE, SIZE, 1)))
+  path = tmp_path_factory.mktemp("model") / "tiny_rgb"
+  checkpoint.save_model(path, config, variables)
+  return config, variables, path
+
+
+def test_rgb_model_shows_its_own_rgb_as_colorize_does(tiny_rgb_model, photos_dir):
+  logic = demo.Demo.load(demo.model_sources([str(tiny_rgb_model[2])]))
+  model = logic.model_names[0]
+  colorizer = logic.colorizer(model)
+  assert not demo.uses_temperature(colorizer)
+  photo = _photo(photos_dir)
+  got = logic.colorize(model, photo, SIZE, 0.38)
+  # `colorjax colorize`'s path: the model's RGB in [0, 1], upsampled bilinearly to the photo.
+  reference = colorization.colorize(photo.rgb_HW3, inference.Colorizer(*tiny_rgb_model[:2]))
+  np.testing.assert_array_equal(got, reference)
+  assert got.shape == photo.rgb_HW3.shape
+  # Independently: torch's bilinear upsampling (half-pixel centres) of the predicted RGB.
+  torch = pytest.importorskip("torch")
+  rgb_1hw3 = colorizer.predict_rgb(colorization.model_input_l(photo.rgb_HW3, SIZE)[None])
+  upsampled = torch.nn.functional.interpolate(
+      torch.from_numpy(np.array(rgb_1hw3)).permute(0, 3, 1, 2), size=photo.rgb_HW3.shape[:2],
+      mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+  want = np.round(np.clip(upsampled, 0, 1) * 255)
+  assert np.abs(got.astype(int) - want).max() <= 1
+  # Not the ab of that RGB joined with the photo's L (the result of decoding it as ab): the
+  # random model's lightness is its own.
+  lab = skcolor.rgb2lab(got)
+  assert np.abs(lab[..., 0] - skcolor.rgb2lab(photo.rgb_HW3)[..., 0]).mean() > 5
+  # The temperature changes nothing, and the status does not mention it.
+  np.testing.assert_array_equal(logic.colorize(model, photo, SIZE, 0.05), got)
+  shown = logic.render([photo], 0, model, SIZE, 0.38)
+  np.testing.assert_array_equal(shown.colorized, got)
+  assert "temperature" not in shown.messages[-1]
+
+
 def test_render_reports_instead_of_raising(app_logic, photos_dir):
   photo = _photo(photos_dir)
   gray = demo.Photo("gray.png", photo.gray_HW3)

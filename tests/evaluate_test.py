@@ -259,7 +259,9 @@ def test_periodic_eval_of_an_rgb_model_measures_its_rgb(photos_dir):
   variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
       jax.random.key(0, impl="rbg"))
   rgb = np.stack(_images(photos_dir, 2, 32))
-  step = jax.jit(functools.partial(evaluate.eval_step, generator=generator, model_cfg=model_cfg))
+  from colorjax import inference  # pylint: disable=g-import-not-at-top
+  predict = functools.partial(inference.predict_rgb, generator, model_cfg=model_cfg)
+  step = jax.jit(functools.partial(evaluate.eval_step, predict))
   results, model_rgb = step(variables, jnp.asarray(rgb), jnp.ones((2,), bool))
   model_rgb = np.asarray(model_rgb)
   # The random model's own picture: its lightness is not the photo's (no join with the true L)...
@@ -268,3 +270,101 @@ def test_periodic_eval_of_an_rgb_model_measures_its_rgb(photos_dir):
   # ...and it is what is measured.
   np.testing.assert_allclose(results["model/psnr"], metrics.psnr(model_rgb, rgb), rtol=1e-4)
   np.testing.assert_allclose(results["model/mse"], metrics.mse(model_rgb, rgb), rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# The periodic evaluation during training: `Evaluator`
+# ----------------------------------------------------------------------------------------------
+
+
+def test_process_rows_split_a_global_batch_in_order():
+  for count in (1, 2, 4):
+    rows = [evaluate.process_rows(8, p, count) for p in range(count)]
+    assert [i for r in rows for i in range(8)[r]] == list(range(8))  # disjoint, complete
+  assert evaluate.process_rows(8) == slice(0, 8)  # this single process reads it all
+  with pytest.raises(ValueError, match="does not split over 3 processes"):
+    evaluate.process_rows(8, 0, 3)
+
+
+def _frechet_distance_with_scipy_sqrtm(x_ND, y_ND):
+  """FID of two feature sets of N < D vectors: with A, B the centred sets over sqrt(N - 1), the
+  covariances are A^T A and B^T B, and Tr sqrtm(S1 S2) = Tr sqrtm(M M^T), M = A B^T (N x N),
+  which scipy's sqrtm computes accurately (the D x D product is singular)."""
+  from scipy import linalg  # pylint: disable=g-import-not-at-top
+  x, y = np.asarray(x_ND, np.float64), np.asarray(y_ND, np.float64)
+  a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+  b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
+  m = a @ b.T
+  trace_sqrt = np.trace(linalg.sqrtm(m @ m.T)).real
+  diff = x.mean(0) - y.mean(0)
+  return diff @ diff + np.sum(a * a) + np.sum(b * b) - 2 * trace_sqrt
+
+
+def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, tmp_path,
+                                                                   inception_pth):
+  from colorjax import data, fid, metrics, sharding  # pylint: disable=g-import-not-at-top
+  from colorjax.models import inception  # pylint: disable=g-import-not-at-top
+  size, n = 32, 4
+  folder = tmp_path / "eval"
+  folder.mkdir()
+  truths = _images(photos_dir, n + 1, size)  # one more than evaluated: max_images applies
+  for i, rgb in enumerate(truths):
+    Image.fromarray(rgb).save(folder / f"{i}.png")
+  truths = truths[:n]
+
+  def predict(variables, l_BHW1):  # constant chroma at half resolution, upsampled by the step
+    return jnp.broadcast_to(variables["ab"], (l_BHW1.shape[0], size // 2, size // 2, 2))
+
+  inception_variables = inception.load_inception(inception_pth)
+  evaluator = evaluate.Evaluator(predict, data.image_source(folder), sharding.create_mesh(),
+                                 batch_size=3, image_size=size, max_images=n, samples=2,
+                                 fid_variables=inception_variables, fid_batch_size=3 * n)
+  assert evaluator.batch_size == 8  # rounded up to the 8 devices
+  ab = np.array([12.0, -20.0])
+  flat, grid = evaluator.run({"ab": jnp.asarray(ab, jnp.float32)})
+
+  # References from skimage: the photo's L with the constant ab, and with ab = 0.
+  model_rgbs, gray_rgbs = [], []
+  for truth in truths:
+    lab = skcolor.rgb2lab(truth)
+    model_rgbs.append(skcolor.lab2rgb(np.concatenate(
+        [lab[..., :1], np.broadcast_to(ab, lab.shape[:2] + (2,))], -1)))
+    gray_rgbs.append(skcolor.lab2rgb(np.concatenate([lab[..., :1], 0 * lab[..., 1:]], -1)))
+  to_u8 = lambda rgb: np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+  model_u8, gray_u8 = [to_u8(x) for x in model_rgbs], [to_u8(x) for x in gray_rgbs]
+
+  assert flat["eval/images"] == n
+  psnr = np.mean([skmetrics.peak_signal_noise_ratio(t / 255.0, m, data_range=1.0)
+                  for t, m in zip(truths, model_rgbs)])
+  assert flat["eval/model/psnr"] == pytest.approx(psnr, abs=1e-2)
+  want_grid = metrics.image_grid(list(zip(gray_u8, model_u8, truths))[:2])
+  assert grid.shape == want_grid.shape and grid.dtype == np.uint8
+  assert np.abs(grid.astype(int) - want_grid).max() <= 1
+
+  # FID: pool3 features of the same images, the distance by scipy's sqrtm.
+  real, model, gray = (fid.pool3_features(inception_variables, images, batch_size=3 * n)
+                       for images in (truths, model_u8, gray_u8))
+  for key, fake in (("eval/model/fid", model), ("eval/gray/fid", gray)):
+    assert np.isfinite(flat[key]) and flat[key] > 0
+    assert flat[key] == pytest.approx(_frechet_distance_with_scipy_sqrtm(real, fake), rel=1e-3)
+  assert flat["eval/model/fid"] != flat["eval/gray/fid"]
+
+
+def test_evaluator_without_fid_or_samples_gives_neither(photos_dir, tmp_path):
+  from colorjax import data, sharding  # pylint: disable=g-import-not-at-top
+  folder = tmp_path / "eval"
+  folder.mkdir()
+  for i, rgb in enumerate(_images(photos_dir, 2, 16)):
+    Image.fromarray(rgb).save(folder / f"{i}.png")
+  source = data.image_source(folder)
+  evaluator = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (2,)), source,
+                                 sharding.create_mesh(), batch_size=8, image_size=16)
+  flat, grid = evaluator.run({})
+  assert grid is None and flat["eval/images"] == 2
+  assert not any(key.endswith("/fid") for key in flat)
+  # ab = 0 is the gray baseline itself.
+  assert flat["eval/model/psnr"] == pytest.approx(flat["eval/gray/psnr"], abs=1e-4)
+  bad = evaluate.Evaluator(lambda v, l: jnp.zeros(l.shape[:3] + (4,)), source,
+                           sharding.create_mesh(), batch_size=8, image_size=16)
+  with pytest.raises(ValueError, match=r"expected ab \(8, h, w, 2\) or RGB"):
+    bad.run({})

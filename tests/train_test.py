@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import conftest
 from colorjax import checkpoint, color, config as config_lib, data, prior, sharding, train
 from colorjax import workdir as workdir_lib
 
@@ -349,3 +350,95 @@ def test_rmsprop_is_keras_rmsprop_in_closed_form(tiny_config):
   rms_step, _ = tx.update(g, tx.init(g), g)
   adam_step, _ = adam.update(g, adam.init(g), g)
   assert not np.allclose(rms_step["w"], adam_step["w"])
+
+
+# ----------------------------------------------------------------------------------------------
+# FID during training (report 004)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config, tmp_path,
+                                                                     monkeypatch, caplog,
+                                                                     inception_pth):
+  from colorjax import colorization, fid, inference  # pylint: disable=g-import-not-at-top
+  from colorjax.models import inception  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  shutil.copy(inception_pth, "inception.pth")
+  n = 4
+  c = config_lib.apply_overrides(tiny_config, {
+      "eval.fid_weights": "inception.pth", "eval.fid_batch_size": str(3 * n),
+      "data.eval_images": str(n), "train.eval_every": "2", "train.checkpoint_every": "2",
+      "train.keep_checkpoints": "1", "train.samples": "0",
+      "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
+  loads = []
+  load_inception = inception.load_inception
+  monkeypatch.setattr(inception, "load_inception",
+                      lambda path: loads.append(path) or load_inception(path))
+  with caplog.at_level("INFO", logger="colorjax"):
+    train.train_and_evaluate(c, "workdir")
+  assert loads == [str(tmp_path / "inception.pth")]  # once per run, not per eval
+
+  rows = {r["step"]: r for r in map(json.loads, pathlib.Path("workdir/metrics.jsonl").open())
+          if "eval/model/fid" in r}
+  assert sorted(rows) == [2, 4]
+  for row in rows.values():
+    assert np.isfinite(row["eval/model/fid"]) and row["eval/model/fid"] > 0
+    assert np.isfinite(row["eval/gray/fid"]) and row["eval/gray/fid"] > 0
+  assert rows[2]["eval/model/fid"] != rows[4]["eval/model/fid"]
+  assert rows[2]["eval/gray/fid"] == pytest.approx(rows[4]["eval/gray/fid"], rel=1e-6)
+  logged = {(step, tag) for step, tag, _ in conftest.tensorboard_values("workdir/tensorboard")}
+  assert {(s, k) for s in (2, 4) for k in ("eval/model/fid", "eval/gray/fid")} <= logged
+  console = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 4/4")]
+  assert any("eval/model/fid=" in m and "eval/gray/fid=" in m for m in console), console
+
+  # The lower FID is kept as the best checkpoint beside the latest one (keep_checkpoints=1).
+  best = min(rows, key=lambda s: rows[s]["eval/model/fid"])
+  kept = sorted(int(p.name) for p in pathlib.Path("workdir/checkpoints").iterdir()
+                if p.name.isdigit())
+  assert kept == sorted({4, best})
+
+  # The logged FID is fid.py's on the same images: the first n of the eval split colorized
+  # by the step-4 model through `colorjax colorize`'s path.
+  _, eval_source = train.create_sources(c.data)
+  batch = next(data.create_eval_batches(eval_source, image_size=c.data.eval_size, batch_size=8))
+  truths = [rgb for rgb, ok in zip(batch["rgb"], batch["mask"]) if ok][:n]
+  colorizer = inference.Colorizer(*checkpoint.load_model("workdir", step=4))
+  colorized = [colorization.colorize(rgb, colorizer) for rgb in truths]
+  features = fid.pool3_features(inception.load_inception("inception.pth"), truths + colorized,
+                                 batch_size=3 * n)  # one call of the shape the eval compiled
+  assert rows[4]["eval/model/fid"] == pytest.approx(
+      fid.fid_from_features(features[:n], features[n:]), rel=1e-3)
+
+
+def test_missing_fid_weights_fail_in_one_line_before_training(tmp_path, monkeypatch, capsys):
+  from colorjax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["--no-compile-cache", "train", "--config", "eccv16:tiny", "--workdir", "run",
+                   "--config.eval.fid_weights=weights/inception.pth"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("colorjax train: error: config key eval.fid_weights: ")
+  assert err.count("\n") == 1
+  assert str(tmp_path / "weights" / "inception.pth") in err
+  assert not pathlib.Path("run/checkpoints").exists()
+  assert not pathlib.Path("run/metrics.jsonl").exists()
+
+
+def test_an_eval_too_small_for_fid_trains_on_without_a_best_checkpoint(tiny_config, photos_dir,
+                                                                       tmp_path, monkeypatch,
+                                                                       caplog, inception_pth):
+  monkeypatch.chdir(tmp_path)
+  pathlib.Path("eval").mkdir()
+  shutil.copy(photos_dir / "coffee.jpg", "eval/coffee.jpg")
+  pathlib.Path("eval/broken.jpg").write_bytes(b"not a photo")
+  shutil.copy(inception_pth, "inception.pth")
+  c = config_lib.apply_overrides(tiny_config, {
+      "data.eval": "eval", "eval.fid_weights": "inception.pth", "train.steps": "2",
+      "train.eval_every": "2", "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
+  with caplog.at_level("WARNING", logger="colorjax"):
+    last = train.train_and_evaluate(c, "workdir")
+  assert last["eval/images"] == 1 and "eval/model/fid" not in last
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("FID needs at least 2 images, only 1 was readable" in m for m in messages)
+  assert any("step 2: this eval has no eval/model/fid" in m for m in messages)
+  assert sorted(p.name for p in pathlib.Path("workdir/checkpoints").iterdir()
+                if p.name.isdigit()) == ["2"]

@@ -1,8 +1,10 @@
 """Tests of colorjax.writers: JSON lines, TensorBoard event files and the console line."""
+import io
 import json
 
 import numpy as np
 
+import conftest
 from colorjax import writers
 
 
@@ -43,3 +45,22 @@ def test_step_timer_reports_tflops_and_mfu():
   np.testing.assert_allclose(out["perf/model_tflops_per_s"], 3.0 / step_s)
   np.testing.assert_allclose(out["perf/mfu"], 0.3 / step_s)
   assert "perf/mfu" not in writers.StepTimer(8, 0, flops_per_step=3e12).measure(1)
+
+
+def test_samples_go_to_png_and_tensorboard(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  grid = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+  w = writers.MetricWriter(tmp_path, total_steps=10)
+  w.write_samples(7, grid)
+  w.close()
+  png = tmp_path / "samples" / "step_00000007.png"
+  np.testing.assert_array_equal(np.asarray(Image.open(png)), grid)
+  images = [(step, value)
+            for step, tag, value in conftest.tensorboard_values(tmp_path / "tensorboard")
+            if tag == "eval/gray_model_truth"]
+  assert len(images) == 1 and images[0][0] == 7
+  decoded = np.asarray(Image.open(io.BytesIO(images[0][1].image.encoded_image_string)))
+  np.testing.assert_array_equal(decoded, grid)
+  # Without files (another process, or no workdir) nothing is written.
+  writers.MetricWriter(tmp_path / "off", total_steps=10, write_files=False).write_samples(1, grid)
+  assert not (tmp_path / "off").exists()
