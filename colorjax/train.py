@@ -587,7 +587,7 @@ def create_sources(data_cfg: ml_collections.ConfigDict):
   return data.split_source(train_source, eval_fraction=data_cfg.eval_fraction)
 
 
-def create_train_iterator(config: ml_collections.ConfigDict, source) -> data.TrainIterator:
+def train_iterator_from_config(config: ml_collections.ConfigDict, source) -> data.TrainIterator:
   """This process's shard of the training input, as the config describes it."""
   d = config.data
   return data.create_train_iterator(
@@ -626,7 +626,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
-  train_iter = create_train_iterator(config, train_source)
+  train_iter = train_iterator_from_config(config, train_source)
 
   # --- Model, optimizer and state on the mesh --------------------------------------------------
   # The class weights only weight the loss (not the state's shapes): the prior they come from

@@ -74,7 +74,7 @@ def _same_global_batch_losses(prior_file: pathlib.Path, steps: int = STEPS) -> d
   trainer = train.build(config, mesh, np.asarray(weights))
   state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   d = config.data
-  # What train.create_train_iterator builds in process p of NUM_PROCESSES.
+  # What train.train_iterator_from_config builds in process p of NUM_PROCESSES.
   iterators = [
       data.create_train_iterator(
           train_source, batch_size_per_process=config.train.batch_size // NUM_PROCESSES,
