@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+import conftest
 from colorjax import color, config as config_lib, data, prior, sharding, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -209,11 +210,8 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(runs, prior_fil
   assert {FIRST_CHECKPOINT, STEPS} <= {int(p.name) for p in checkpoints.iterdir()
                                        if p.name.isdigit()}
   newest = checkpoints / str(STEPS)
-  largest = max((p for p in (newest / "state").rglob("*") if p.is_file()),
-                key=lambda p: p.stat().st_size)
-  content = bytearray(largest.read_bytes())
-  content[len(content) // 2] ^= 0x01
-  largest.write_bytes(bytes(content))
+  largest = conftest.flip_a_bit_of_the_largest_file(newest / "state", divisor=2, bit=0x01)
+  content = largest.read_bytes()
   rows_before = _train_rows(workdir)
   log = workdir.parent / (workdir.name + "_damaged.log")
 
