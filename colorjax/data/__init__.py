@@ -26,7 +26,7 @@ Evaluation is the fixed `S x S` protocol (resize the short side to S, center cro
 from colorjax.data.pipeline import create_eval_batches, create_train_iterator
 from colorjax.data.skips import MAX_LISTED_SKIPS, DataStats, TrainIterator
 from colorjax.data.sources import (TFDS_IMAGE_KEY, TFDS_NAME_KEYS, FolderSource, ImageSource,
-                                   SubsetSource, TfdsSource, bundled_photos_dir, count_images,
-                                   find_tfds_dir, image_source, split_source)
+                                   SubsetSource, TfdsSource, bundled_photos_dir, find_tfds_dir,
+                                   image_source, split_source)
 from colorjax.data.transforms import (CUTOUT_FILL, Augment, EvalExample, TrainExample,
                                       center_crop_resize)

@@ -235,8 +235,3 @@ def split_source(source: str | os.PathLike | ImageSource, *,
   train = SubsetSource(source, np.flatnonzero(~is_eval), ", train split")
   held_out = SubsetSource(source, np.flatnonzero(is_eval), f", eval split {eval_fraction:g}")
   return train, held_out
-
-
-def count_images(source: str | os.PathLike | ImageSource) -> int:
-  """The number of records of a source (unreadable files included)."""
-  return len(as_source(source))

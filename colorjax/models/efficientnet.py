@@ -179,15 +179,3 @@ def load_efficientnet_b0(path: str | os.PathLike, **kwargs) -> dict:
   """Variables of `EfficientNetB0` from a torchvision state_dict file (torch.save)."""
   return efficientnet_b0_variables_from_torch(torch_weights.read_state_dict(path),
                                               source=os.fspath(path), **kwargs)
-
-
-def num_params(width: float = 1.0, include_top: bool = False) -> int:
-  """Parameters of `EfficientNetB0(width, include_top)` (from the layer table, no weights)."""
-  total = 0
-  for _, _, kind, shape in _layers(width, include_top, 1000):
-    n = 1
-    for d in shape:
-      n *= d
-    total += 2 * shape[0] if kind == "bn" else n + (shape[0] if kind != "conv" else 0)
-  return total
-
