@@ -647,7 +647,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is not None:
     state, start_step = restored
     writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
-  start_step = int(jax.device_get(state["step"]))
+  else:
+    start_step = int(jax.device_get(state["step"]))
   checkpoint.write_config(workdir, config.to_dict())
   writer = writers.create_writer(workdir, config.train.steps)
   class_weights = _class_weights(config, workdir, train_source)
