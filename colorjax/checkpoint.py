@@ -31,6 +31,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from colorjax import paths
 
+_log = logging.getLogger(__name__)
+
 CHECKPOINTS_SUBDIR = "checkpoints"
 CHECKSUMS_FILE = "colorjax_checksums.json"
 DAMAGED_SUFFIX = ".damaged"
@@ -212,7 +214,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iterator=N
     try:
       restored = _restore_step(manager, abstract_state, data_iterator, candidate)
     except DamagedCheckpointError as e:
-      logging.getLogger("colorjax").warning("%s", e)
+      _log.warning("%s", e)
       damaged.append(e)
       continue
     if damaged:
@@ -274,7 +276,7 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
         n += 1
         target = directory / f"{step}{DAMAGED_SUFFIX}-{n}"
       (directory / str(step)).rename(target)
-      logging.getLogger("colorjax").warning(
+      _log.warning(
           "set the damaged checkpoint step %d aside as %s", step, target)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -18,7 +18,7 @@ from PIL import Image
 
 from colorjax import color, data, images
 
-logger = logging.getLogger("colorjax")
+_log = logging.getLogger(__name__)
 PRIOR_FILE = "prior.npy"
 SAMPLE_FILE = "prior.json"  # how the workdir's prior.npy was sampled
 AUTO_PRIOR_IMAGES = 2000  # images sampled for the prior training computes itself
@@ -49,7 +49,7 @@ def compute_prior(source, *, image_size: int = 64, max_images: int | None = None
         raise images.ImageReadError(name, "the file could not be read")
       rgb = images.decode_rgb(encoded, name)
     except images.ImageReadError as e:
-      logger.warning("prior: skipping %s", e)
+      _log.warning("prior: skipping %s", e)
       skipped += 1
       continue
     img = Image.fromarray(rgb)
@@ -61,7 +61,7 @@ def compute_prior(source, *, image_size: int = 64, max_images: int | None = None
     used += 1
   if used == 0:
     raise ValueError(f"no readable image to compute a prior from ({skipped} skipped)")
-  logger.info("prior from %d images (%d skipped)", used, skipped)
+  _log.info("prior from %d images (%d skipped)", used, skipped)
   return color.smooth_prior(counts / counts.sum(), sigma)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import signal
 import threading
@@ -34,6 +35,8 @@ from colorjax import config as config_lib
 from colorjax import flops, paths, perceptual, writers
 from colorjax import prior as prior_lib
 from colorjax.ops import xla_cpu
+
+_log = logging.getLogger(__name__)
 
 State = dict[str, Any]
 
@@ -196,7 +199,7 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretraine
     if config.disc.enabled and config.disc.semantic:
       initial["disc"] = nested
   elif m.semantic_backbone:
-    writers.logger.warning(
+    _log.warning(
         "model.semantic_weights is '': the %s semantic backbone has RANDOM weights, so its "
         "conditioning carries no semantics (fine for tests, meaningless for results)",
         m.semantic_backbone)
@@ -646,7 +649,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise
   if restored is not None:
     state, start_step = restored
-    writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
+    _log.info("resumed from %s at step %d", manager.directory, start_step)
   else:
     start_step = int(jax.device_get(state["step"]))
   checkpoint.write_config(workdir, config.to_dict())
@@ -697,11 +700,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if do_eval or do_save:
         timer.pause()
       if preempted:
-        writers.logger.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
+        _log.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
         break
   finally:
     preemption.restore()
-    writers.logger.info("input: %s", train_iter.stats.summary())
+    _log.info("input: %s", train_iter.stats.summary())
     manager.wait_until_finished()
     manager.close()
     writer.close()
