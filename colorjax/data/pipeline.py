@@ -155,9 +155,7 @@ def _padded_batches(examples: grain.DatasetIterator, *, batch_size: int, image_s
     for example in examples:
       if isinstance(example, skips.Skipped):
         if stats is not None:
-          stats.skipped += 1
-          if len(stats.skipped_files) < skips.MAX_LISTED_SKIPS:
-            stats.skipped_files.append(example.name)
+          stats.add_unreadable(example.name)
         continue
       rgb, name = example
       rgbs.append(rgb)

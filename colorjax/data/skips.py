@@ -36,6 +36,12 @@ class DataStats:
   dropped_gray: int = 0
   skipped_files: list[str] = dataclasses.field(default_factory=list)
 
+  def add_unreadable(self, name: str) -> None:
+    """Counts one unreadable record and lists its name (while fewer than MAX_LISTED_SKIPS are)."""
+    self.skipped += 1
+    if len(self.skipped_files) < MAX_LISTED_SKIPS:
+      self.skipped_files.append(name)
+
   def summary(self) -> str:
     text = (f"{self.images} images, {self.skipped} unreadable skipped, "
             f"{self.dropped_gray} near-gray dropped")
