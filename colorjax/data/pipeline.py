@@ -10,6 +10,7 @@ import numpy as np
 
 from colorjax.data import skips, sources, transforms
 
+
 def _process_seed(seed: int, process_index: int) -> int:
   """A per-process seed, so processes do not draw the same augmentations in lockstep."""
   return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
