@@ -206,7 +206,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: 
 
   if include_pipeline:
     train_source, _ = train.create_sources(config.data)
-    iterator = train.create_train_iterator(config, train_source)
+    iterator = train.train_iterator_from_config(config, train_source)
     pipeline = _pipeline_rate(iterator, batches=max(2 * steps, 10))
     result["pipeline_images_per_s"] = pipeline
     result["pipeline_to_step_ratio"] = pipeline / result["images_per_s"]

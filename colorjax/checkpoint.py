@@ -32,6 +32,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy
 from colorjax import paths
 from colorjax import workdir as workdir_lib
 
+_log = logging.getLogger(__name__)
+
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -210,7 +212,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iterator=N
     try:
       restored = _restore_step(manager, abstract_state, data_iterator, candidate)
     except DamagedCheckpointError as e:
-      logging.getLogger("colorjax").warning("%s", e)
+      _log.warning("%s", e)
       damaged.append(e)
       continue
     if damaged:
@@ -272,7 +274,7 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
         n += 1
         target = directory / f"{step}{DAMAGED_SUFFIX}-{n}"
       (directory / str(step)).rename(target)
-      logging.getLogger("colorjax").warning(
+      _log.warning(
           "set the damaged checkpoint step %d aside as %s", step, target)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -133,11 +133,6 @@ def rgb_to_uint8(rgb):
   return xp.clip(xp.round(rgb * 255.0), 0, 255).astype(xp.uint8)
 
 
-def join_lab(l_HW1, ab_HW2):
-  """Concatenates lightness and chroma into a Lab image."""
-  return _xp(l_HW1).concatenate([l_HW1, ab_HW2], axis=-1)
-
-
 # ----------------------------------------------------------------------------------------------
 # Normalisations
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from PIL import Image
 from colorjax import color, data, images
 from colorjax import workdir as workdir_lib
 
-logger = logging.getLogger("colorjax")
+_log = logging.getLogger(__name__)
 AUTO_PRIOR_IMAGES = 2000  # images sampled for the prior training computes itself
 
 
@@ -48,7 +48,7 @@ def compute_prior(source, *, image_size: int = 64, max_images: int | None = None
         raise images.ImageReadError(name, "the file could not be read")
       rgb = images.decode_rgb(encoded, name)
     except images.ImageReadError as e:
-      logger.warning("prior: skipping %s", e)
+      _log.warning("prior: skipping %s", e)
       skipped += 1
       continue
     img = Image.fromarray(rgb)
@@ -60,7 +60,7 @@ def compute_prior(source, *, image_size: int = 64, max_images: int | None = None
     used += 1
   if used == 0:
     raise ValueError(f"no readable image to compute a prior from ({skipped} skipped)")
-  logger.info("prior from %d images (%d skipped)", used, skipped)
+  _log.info("prior from %d images (%d skipped)", used, skipped)
   return color.smooth_prior(counts / counts.sum(), sigma)
 
 

@@ -7,7 +7,6 @@ global batch and results do not depend on the device count.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import numpy as np
@@ -86,8 +85,3 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> 
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
-
-
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Puts a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))

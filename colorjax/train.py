@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import signal
 import threading
@@ -35,6 +36,8 @@ from colorjax import flops, inference, paths, perceptual, torch_weights, writers
 from colorjax import prior as prior_lib
 from colorjax.models import eccv16, heads, inception, semantic
 from colorjax.ops import xla_cpu
+
+_log = logging.getLogger(__name__)
 
 State = dict[str, Any]
 
@@ -195,7 +198,7 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretraine
     if config.disc.enabled and config.disc.semantic:
       initial["disc"] = nested
   elif m.semantic_backbone:
-    writers.logger.warning(
+    _log.warning(
         "model.semantic_weights is '': the %s semantic backbone has RANDOM weights, so its "
         "conditioning carries no semantics (fine for tests, meaningless for results)",
         m.semantic_backbone)
@@ -611,7 +614,7 @@ def create_sources(data_cfg: ml_collections.ConfigDict):
   return data.split_source(train_source, eval_fraction=data_cfg.eval_fraction)
 
 
-def create_train_iterator(config: ml_collections.ConfigDict, source) -> data.TrainIterator:
+def train_iterator_from_config(config: ml_collections.ConfigDict, source) -> data.TrainIterator:
   """This process's shard of the training input, as the config describes it."""
   d = config.data
   return data.create_train_iterator(
@@ -651,7 +654,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --- Input pipeline --------------------------------------------------------------------------
   train_source, eval_source = create_sources(config.data)
-  train_iter = create_train_iterator(config, train_source)
+  train_iter = train_iterator_from_config(config, train_source)
 
   # --- Model, optimizer and state on the mesh --------------------------------------------------
   # The class weights only weight the loss (not the state's shapes): the prior they come from
@@ -671,8 +674,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise
   if restored is not None:
     state, start_step = restored
-    writers.logger.info("resumed from %s at step %d", manager.directory, start_step)
-  start_step = int(jax.device_get(state["step"]))
+    _log.info("resumed from %s at step %d", manager.directory, start_step)
+  else:
+    start_step = int(jax.device_get(state["step"]))
   checkpoint.write_config(workdir, config.to_dict())
   writer = writers.create_writer(workdir, config.train.steps)
   class_weights = _class_weights(config, workdir, train_source)
@@ -722,11 +726,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if do_eval or do_save:
         timer.pause()
       if preempted:
-        writers.logger.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
+        _log.warning("SIGTERM: saved step %d; stopping (rerun to resume)", step)
         break
   finally:
     preemption.restore()
-    writers.logger.info("input: %s", train_iter.stats.summary())
+    _log.info("input: %s", train_iter.stats.summary())
     manager.wait_until_finished()
     manager.close()
     writer.close()

@@ -8,11 +8,11 @@ and fake losses. Stated values used: up to 10,000 ImageNet images split 80/20 (8
 images resized to 256x256 with random horizontal flips, L and ab normalised to [-1, 1]
 (`L/50 - 1`, ab/110), 20 epochs of generator pretraining and 50 epochs of GAN training.
 
-Chosen here (the report is silent): pix2pix's values for the rest (Isola et al. 2017): unet_256
-(ngf 64, 8 levels, dropout), 70x70 PatchGAN, vanilla GAN loss, λ=100, Adam lr 2e-4 β=(0.5, 0.999)
-for G and D, a constant learning rate; batch 16, so an epoch is 8,000 / 16 = 500 steps: 10,000
-pretraining steps then 25,000 GAN steps (the report's '50 epochs, with the generator pre-trained
-for 20' is read as 20 + 50).
+Chosen here (the report is silent): pix2pix's values for the rest (Isola et al. 2017; this config
+starts from `configs/pix2pix.py`): unet_256 (ngf 64, 8 levels, dropout), 70x70 PatchGAN, vanilla GAN
+loss, λ=100, Adam lr 2e-4 β=(0.5, 0.999) for G and D, a constant learning rate; batch 16, so an
+epoch is 8,000 / 16 = 500 steps: 10,000 pretraining steps then 25,000 GAN steps (the report's '50
+epochs, with the generator pre-trained for 20' is read as 20 + 50).
 
 Variants: `tiny` (tests: 32 px, ngf/ndf 4, 2 pretraining + 2 GAN steps), `bf16`.
 
@@ -20,6 +20,7 @@ Variants: `tiny` (tests: 32 px, ngf/ndf 4, 2 pretraining + 2 GAN steps), `bf16`.
 """
 from colorjax import config as config_lib
 
+_PIX2PIX = config_lib.recipe_module("pix2pix")
 STEPS_PER_EPOCH = 8_000 // 16
 
 
@@ -33,14 +34,9 @@ def tiny(c):
 
 
 def get_config(arg: str | None = None):
-  c = config_lib.base_config()
-  c.model.update(name="unet", output="ab", convention="pix2pix", ngf=64, num_downs=8,
-                 use_dropout=True, skip_connections=True)
-  c.disc.update(enabled=True, n_layers=3, ndf=64)
-  c.loss.update(kind="l1", gan="vanilla", gan_weight=1.0, l1_weight=100.0)
-  c.optimizer.update(lr=2e-4, b1=0.5, b2=0.999, weight_decay=0.0, schedule="constant",
-                     disc_lr=2e-4, disc_b1=0.5, disc_b2=0.999)
-  c.data.update(crop_size=256, resize_size=256, eval_size=256, flip=True)
+  c = _PIX2PIX.get_config(None)
+  c.optimizer.update(schedule="constant", decay_start=0)
+  c.data.resize_size = 256
   c.train.update(batch_size=16, pretrain_steps=20 * STEPS_PER_EPOCH,
                  steps=70 * STEPS_PER_EPOCH, eval_every=5 * STEPS_PER_EPOCH,
                  checkpoint_every=5 * STEPS_PER_EPOCH)

@@ -27,4 +27,4 @@ def get_config(arg: str | None = None):
   c = _UNET_RGB.get_config(None)
   c.model.update(ngf=64, skip_connections=False)
   c.loss.kind = "l2"
-  return config_lib.apply_variants(c, arg, {"tiny": _UNET_RGB.tiny})
+  return config_lib.apply_variants(c, arg, _UNET_RGB.VARIANTS)

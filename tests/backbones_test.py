@@ -86,14 +86,16 @@ class TorchVGG(tnn.Module):
     return embedding, acts, self.classifier(torch.flatten(self.avgpool(x), 1))
 
 
-def randomize_batch_norms(model):
+def randomize_batch_norms(model, spread=0.2):
+  """Random BatchNorm scales, biases and statistics (around 1, 0, 0 by `spread`; var in [0.5,
+  1.5)), so a reference comparison exercises every BatchNorm term."""
   gen = torch.Generator().manual_seed(0)
   for m in model.modules():
     if isinstance(m, tnn.BatchNorm2d):
       n = m.num_features
-      m.weight.data = 1 + 0.2 * torch.randn(n, generator=gen)
-      m.bias.data = 0.2 * torch.randn(n, generator=gen)
-      m.running_mean.data = 0.2 * torch.randn(n, generator=gen)
+      m.weight.data = 1 + spread * torch.randn(n, generator=gen)
+      m.bias.data = spread * torch.randn(n, generator=gen)
+      m.running_mean.data = spread * torch.randn(n, generator=gen)
       m.running_var.data = 0.5 + torch.rand(n, generator=gen)
 
 

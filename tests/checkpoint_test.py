@@ -10,6 +10,11 @@ import pytest
 from colorjax import checkpoint, sharding, workdir
 
 
+def _replicate(tree, mesh):
+  """Puts a host pytree on every device of the mesh."""
+  return jax.device_put(tree, sharding.replicated(mesh))
+
+
 def _state(scale=1.0):
   return {"step": jnp.asarray(3, jnp.int32), "rng": jax.random.PRNGKey(0),
           "gen": {"params": {"w": jnp.arange(6.0).reshape(2, 3) * scale},
@@ -59,7 +64,7 @@ def test_workdir_checkpoints_keep_last_and_best_and_restore(tmp_path):
   checkpoint.write_config(tmp_path, {"model": {"name": "eccv16"}})
   manager = checkpoint.create_manager(tmp_path, keep_last=2, best_metric="eval/score")
   for step, score in ((1, 0.9), (2, 0.1), (3, 0.2), (4, 0.3)):
-    checkpoint.save(manager, step, sharding.replicate(_state(step), mesh),
+    checkpoint.save(manager, step, _replicate(_state(step), mesh),
                     metrics={"eval/score": score})
   manager.wait_until_finished()
   assert manager.all_steps() == [1, 3, 4]  # the last two and the best (step 1)
@@ -78,7 +83,7 @@ def test_workdir_checkpoints_keep_last_and_best_and_restore(tmp_path):
 def test_incomplete_save_is_ignored(tmp_path):
   mesh = sharding.create_mesh()
   manager = checkpoint.create_manager(tmp_path)
-  checkpoint.save(manager, 1, sharding.replicate(_state(), mesh))
+  checkpoint.save(manager, 1, _replicate(_state(), mesh))
   manager.close()
   # What a save killed mid-write leaves behind: a temporary directory, never a step directory.
   (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234").mkdir()
@@ -90,7 +95,7 @@ def test_incomplete_save_is_ignored(tmp_path):
 def test_wrong_shapes_and_missing_paths_give_clear_errors(tmp_path):
   mesh = sharding.create_mesh()
   manager = checkpoint.create_manager(tmp_path)
-  checkpoint.save(manager, 1, sharding.replicate(_state(), mesh))
+  checkpoint.save(manager, 1, _replicate(_state(), mesh))
   manager.wait_until_finished()
   other = _state()
   other["gen"]["params"]["w"] = jnp.zeros((4, 4))
@@ -108,7 +113,7 @@ def _save_steps(tmp_path, steps, **manager_kwargs):
   mesh = sharding.create_mesh()
   manager = checkpoint.create_manager(tmp_path, **manager_kwargs)
   for step in steps:
-    checkpoint.save(manager, step, sharding.replicate(_state(step), mesh))
+    checkpoint.save(manager, step, _replicate(_state(step), mesh))
   manager.wait_until_finished()
   manager.close()
   return mesh
@@ -126,7 +131,7 @@ def test_best_checkpoint_survives_a_resume(tmp_path):
   scores = {2: None, 4: 0.1, 6: None, 8: 0.5}
   manager = checkpoint.create_manager(tmp_path, keep_last=1, best_metric="eval/l", best_mode="min")
   for step, score in scores.items():
-    checkpoint.save(manager, step, sharding.replicate(_state(step), mesh),
+    checkpoint.save(manager, step, _replicate(_state(step), mesh),
                     metrics=None if score is None else {"eval/l": score})
   manager.wait_until_finished()
   assert manager.all_steps() == [4, 8]
@@ -134,7 +139,7 @@ def test_best_checkpoint_survives_a_resume(tmp_path):
   resumed = checkpoint.create_manager(tmp_path, keep_last=1, best_metric="eval/l",
                                       best_mode="min")
   for step, score in ((10, None), (12, 0.9)):
-    checkpoint.save(resumed, step, sharding.replicate(_state(step), mesh),
+    checkpoint.save(resumed, step, _replicate(_state(step), mesh),
                     metrics=None if score is None else {"eval/l": score})
   resumed.wait_until_finished()
   assert resumed.all_steps() == [4, 12]
@@ -188,7 +193,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
   aside = tmp_path / "checkpoints" / "3.damaged"
   assert sorted(p.relative_to(aside) for p in aside.rglob("*")) == files_before
   assert manager.all_steps() == [1, 2]
-  checkpoint.save(manager, 3, sharding.replicate(_state(3), mesh))
+  checkpoint.save(manager, 3, _replicate(_state(3), mesh))
   manager.wait_until_finished()
   assert manager.all_steps() == [1, 2, 3]
   manager.close()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import conftest
 from colorjax import cli
 
 
@@ -275,11 +276,7 @@ def test_damaged_latest_checkpoint_is_one_line_and_train_resumes_from_the_intact
   shutil.copytree(broken_run["workdir"], workdir)
   monkeypatch.chdir(tmp_path)
   step_dir = workdir / "checkpoints" / "4"
-  largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
-                key=lambda p: p.stat().st_size)
-  content = bytearray(largest.read_bytes())
-  content[len(content) // 3] ^= 0x10
-  largest.write_bytes(bytes(content))
+  conftest.flip_a_bit_of_the_largest_file(step_dir / "state", divisor=3, bit=0x10)
   damaged = _snapshot(step_dir)
 
   status, err, _, _ = _run("colorize", str(broken_run["root"] / "mixed" / "odd_rgba.png"),

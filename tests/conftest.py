@@ -81,6 +81,17 @@ def tensorboard_values(directory):
   return out
 
 
+def flip_a_bit_of_the_largest_file(folder: pathlib.Path, *, divisor: int,
+                                   bit: int) -> pathlib.Path:
+  """Damages a checkpoint: XORs `bit` into byte `len // divisor` of the largest file below
+  `folder`; returns that file."""
+  largest = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  content = bytearray(largest.read_bytes())
+  content[len(content) // divisor] ^= bit
+  largest.write_bytes(bytes(content))
+  return largest
+
+
 CHROMIUM_HINT = ("install with `apt-get update && apt-get install -y chromium chromium-driver` and "
                  "`pip install -e '.[test]'`")
 

@@ -7,11 +7,17 @@ import pytest
 from colorjax import color, config as config_lib, inference, models
 
 
-def test_colorizer_predicts_quarter_resolution_ab_and_checks_temperature():
-  config = config_lib.load_config("eccv16:tiny").to_dict()
+def _tiny_generator(recipe: str):
+  """The config dict, generator and initial variables of `recipe` (a tiny variant) at 32 px."""
+  config = config_lib.load_config(recipe).to_dict()
   generator = models.create_generator(config["model"], 32)
   variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
       jax.random.key(0, impl="rbg"))
+  return config, generator, variables
+
+
+def test_colorizer_predicts_quarter_resolution_ab_and_checks_temperature():
+  config, _, variables = _tiny_generator("eccv16:tiny")
   colorizer = inference.Colorizer(config, variables)
   ab = colorizer(np.full((2, 32, 32, 1), 50.0, np.float32))
   assert ab.shape == (2, 8, 8, 2) and np.isfinite(ab).all()
@@ -23,10 +29,7 @@ def test_colorizer_predicts_quarter_resolution_ab_and_checks_temperature():
 
 
 def test_rgb_model_colorizer_predicts_its_rgb():
-  config = config_lib.load_config("seed003_unet_rgb:tiny").to_dict()
-  generator = models.create_generator(config["model"], 32)
-  variables = jax.jit(lambda k: generator.init(k, jnp.zeros((1, 32, 32, 1)), train=False))(
-      jax.random.key(0, impl="rbg"))
+  config, generator, variables = _tiny_generator("seed003_unet_rgb:tiny")
   colorizer = inference.Colorizer(config, variables)
   assert colorizer.output == "rgb"
   l = np.random.default_rng(0).uniform(0, 100, (2, 32, 32, 1)).astype(np.float32)

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+import conftest
 from colorjax import color, config as config_lib, data, prior, sharding, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def _same_global_batch_losses(prior_file: pathlib.Path, steps: int = STEPS) -> d
   trainer = train.build(config, mesh, np.asarray(weights))
   state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   d = config.data
-  # What train.create_train_iterator builds in process p of NUM_PROCESSES.
+  # What train.train_iterator_from_config builds in process p of NUM_PROCESSES.
   iterators = [
       data.create_train_iterator(
           train_source, batch_size_per_process=config.train.batch_size // NUM_PROCESSES,
@@ -209,11 +210,8 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(runs, prior_fil
   assert {FIRST_CHECKPOINT, STEPS} <= {int(p.name) for p in checkpoints.iterdir()
                                        if p.name.isdigit()}
   newest = checkpoints / str(STEPS)
-  largest = max((p for p in (newest / "state").rglob("*") if p.is_file()),
-                key=lambda p: p.stat().st_size)
-  content = bytearray(largest.read_bytes())
-  content[len(content) // 2] ^= 0x01
-  largest.write_bytes(bytes(content))
+  largest = conftest.flip_a_bit_of_the_largest_file(newest / "state", divisor=2, bit=0x01)
+  content = largest.read_bytes()
   rows_before = _train_rows(workdir)
   log = workdir.parent / (workdir.name + "_damaged.log")
 

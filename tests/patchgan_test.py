@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn as tnn
 
+from unet_test import assert_matches_torch, torch_nhwc
 from colorjax.models.patchgan import PatchGANDiscriminator
 
 
@@ -110,18 +111,12 @@ def test_matches_torch_reference(n_layers):
          else torch_n_layer_discriminator(3, 4, n_layers))
   variables = flax_variables_from_sequential(ref)
   model = PatchGANDiscriminator(ndf=4, n_layers=n_layers)
-  assert (jax.tree.map(np.shape, variables)
-          == jax.tree.map(np.shape, abstract_variables(model, 32)))
   x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-  x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2))
-
-  ref.eval()
-  want = as_np(ref(x_torch)).transpose(0, 2, 3, 1)
-  got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  assert_matches_torch(ref, model, variables, abstract_variables(model, 32), x, atol=1e-5,
+                       rtol=1e-5)
 
   ref.train()
-  want = as_np(ref(x_torch)).transpose(0, 2, 3, 1)
+  want = torch_nhwc(ref, x)
   got, _ = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
       variables, x)
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

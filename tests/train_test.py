@@ -225,7 +225,7 @@ def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config
   mesh = sharding.create_mesh()
   trainer = train.build(c, mesh, np.asarray(weights))
   state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
-  batches = train.create_train_iterator(c, train.create_sources(c.data)[0])
+  batches = train.train_iterator_from_config(c, train.create_sources(c.data)[0])
   per_step = []
   for _ in range(c.train.steps):
     state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
@@ -315,11 +315,11 @@ def test_data_vflip_from_the_config_flips_training_crops_vertically(tiny_config,
   c = tiny_config
   c.data.train, c.data.resize_size, c.data.min_chroma = str(tmp_path), 32, 0.0
   config_lib.apply_overrides(c, {"data.flip": "false", "data.vflip": "true"})
-  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  batch = next(train.train_iterator_from_config(c, data.image_source(str(tmp_path))))["rgb"]
   red_on_top = batch[:, :16, :, 0].mean(axis=(1, 2)) > batch[:, 16:, :, 0].mean(axis=(1, 2))
   assert 0 < red_on_top.sum() < len(batch), red_on_top
   config_lib.apply_overrides(c, {"data.vflip": "false"})
-  batch = next(train.create_train_iterator(c, data.image_source(str(tmp_path))))["rgb"]
+  batch = next(train.train_iterator_from_config(c, data.image_source(str(tmp_path))))["rgb"]
   np.testing.assert_array_equal(batch, np.broadcast_to(rgb, batch.shape))
 
 

@@ -9,6 +9,7 @@ import torch
 from flax import linen as nn
 from torch import nn as tnn
 
+from backbones_test import randomize_batch_norms
 from colorjax.models import unet
 
 
@@ -53,17 +54,6 @@ def torch_unet(in_nc, out_nc, num_downs, ngf, dropout=True, skip=True):
   levels.append(TorchUNetLevel(out_nc, ngf, input_nc=in_nc, inner=levels[-1], outermost=True,
                                skip=skip))
   return levels[-1], levels[::-1]
-
-
-def randomize_batch_norms(model, seed=0):
-  gen = torch.Generator().manual_seed(seed)
-  for m in model.modules():
-    if isinstance(m, tnn.BatchNorm2d):
-      n = m.num_features
-      m.weight.data = 1 + 0.3 * torch.randn(n, generator=gen)
-      m.bias.data = 0.3 * torch.randn(n, generator=gen)
-      m.running_mean.data = 0.3 * torch.randn(n, generator=gen)
-      m.running_var.data = 0.5 + torch.rand(n, generator=gen)
 
 
 def as_np(t):
@@ -129,6 +119,22 @@ def jit_apply(model, **kwargs):
   return jax.jit(functools.partial(model.apply, **kwargs))
 
 
+def torch_nhwc(ref, x_BHWC):
+  """The torch module's output on an NHWC numpy input, as NHWC numpy."""
+  return as_np(ref(torch.from_numpy(x_BHWC.transpose(0, 3, 1, 2)))).transpose(0, 2, 3, 1)
+
+
+def assert_matches_torch(ref, model, variables, abstract, x_BHWC, **tolerance):
+  """Asserts that `variables` have the shapes of `abstract` and that `model` (inference mode)
+  gives the torch reference's output (eval mode) on `x_BHWC`; returns the model's output."""
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, abstract)
+  ref.eval()
+  want = torch_nhwc(ref, x_BHWC)
+  got = jit_apply(model, train=False)(variables, x_BHWC)
+  np.testing.assert_allclose(got, want, **tolerance)
+  return got
+
+
 def torch_meta_param_count(*args, **kwargs):
   with torch.device("meta"):
     model, _ = torch_unet(*args, **kwargs)
@@ -170,24 +176,17 @@ def test_conv_transpose_matches_torch(method):
 def test_matches_torch_reference(out_channels, skip):
   torch.manual_seed(0)
   ref, levels = torch_unet(1, out_channels, num_downs=5, ngf=4, skip=skip)
-  randomize_batch_norms(ref)
+  randomize_batch_norms(ref, spread=0.3)
   variables = flax_variables_from_torch_unet(levels)
   model = unet.UNetGenerator(out_channels=out_channels, ngf=4, num_downs=5,
                              skip_connections=skip)
-  assert (jax.tree.map(np.shape, variables)
-          == jax.tree.map(np.shape, abstract_variables(model, 32)))
   x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
-  x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2))
-
-  ref.eval()
-  want = as_np(ref(x_torch)).transpose(0, 2, 3, 1)
-  got = jit_apply(model, train=False)(variables, x)
+  got = assert_matches_torch(ref, model, variables, abstract_variables(model, 32), x, atol=1e-5)
   assert got.shape == (2, 32, 32, out_channels)
-  np.testing.assert_allclose(got, want, atol=1e-5)
 
   if skip:  # Training mode: batch statistics and the running-mean update (torch momentum 0.1).
     ref.train()
-    want = as_np(ref(x_torch)).transpose(0, 2, 3, 1)
+    want = torch_nhwc(ref, x)
     got, updates = jit_apply(model, train=True, mutable=["batch_stats"])(variables, x)
     np.testing.assert_allclose(got, want, atol=1e-4)
     np.testing.assert_allclose(updates["batch_stats"]["down_2"]["norm"]["mean"],

@@ -89,10 +89,34 @@ def _conv(features, kernel, stride, padding, use_bias, dtype, param_dtype, name)
                  dtype=dtype, param_dtype=param_dtype, name=name)
 
 
-def check_input(model_name, rgb_BHW3):
-  if rgb_BHW3.ndim != 4 or rgb_BHW3.shape[-1] != 3:
-    raise ValueError(f"{model_name} expects sRGB images of shape (B, H, W, 3) in [0, 1], got "
-                     f"{rgb_BHW3.shape}; a gray L channel goes through gray_rgb_from_l first")
+class Backbone(nn.Module):
+  """What the ImageNet backbones share: the optional classifier, the input normalisation, the
+  dtypes and `features`. A subclass's `__call__(rgb_BHW3, compute_logits)` returns a
+  `BackboneOutput`.
+
+  Attributes:
+    include_top: build the ImageNet classifier (`num_classes` logits).
+    normalize_input: apply `imagenet_normalize` to the [0, 1] sRGB input.
+    dtype, param_dtype: compute and parameter dtypes.
+  """
+  include_top: bool = False
+  num_classes: int = 1000
+  normalize_input: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  def checked_input(self, rgb_BHW3):
+    """`rgb_BHW3`, checked to be (B, H, W, 3), ImageNet-normalised if `normalize_input`."""
+    if rgb_BHW3.ndim != 4 or rgb_BHW3.shape[-1] != 3:
+      raise ValueError(f"{type(self).__name__} expects sRGB images of shape (B, H, W, 3) in "
+                       f"[0, 1], got {rgb_BHW3.shape}; a gray L channel goes through "
+                       "gray_rgb_from_l first")
+    return imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
+
+  def features(self, rgb_BHW3):
+    """(embedding_BC, activations) without the classifier; see the class docstring."""
+    out = self(rgb_BHW3, compute_logits=False)
+    return out.embedding_BC, out.activations
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,7 +145,7 @@ class BasicBlock(nn.Module):
     return nn.relu(y + shortcut)
 
 
-class ResNet18(nn.Module):
+class ResNet18(Backbone):
   """torchvision ResNet-18 (He et al. 2016): 11,689,512 parameters with the 1000-way fc.
 
   `apply(variables, rgb_BHW3)` -> `BackboneOutput`; `apply(..., method='features')` ->
@@ -131,17 +155,11 @@ class ResNet18(nn.Module):
   downsample_0, downsample_1}, fc. `widths` other than (64, 128, 256, 512) make tiny test models.
   """
   widths: Sequence[int] = RESNET18_WIDTHS
-  include_top: bool = False
-  num_classes: int = 1000
-  normalize_input: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True) -> BackboneOutput:
-    check_input("ResNet18", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
+    x = self.checked_input(rgb_BHW3)
     x = _conv(self.widths[0], 7, 2, 3, False, name="conv1", **kw)(x)
     x = nn.relu(_frozen_batch_norm(name="bn1", **kw)(x))
     activations = {"stem": x}
@@ -156,11 +174,6 @@ class ResNet18(nn.Module):
     if self.include_top and compute_logits:
       logits = nn.Dense(self.num_classes, name="fc", **kw)(embedding)
     return BackboneOutput(embedding, activations, logits)
-
-  def features(self, rgb_BHW3):
-    """(embedding_BC, activations) without the classifier; see the class docstring."""
-    out = self(rgb_BHW3, compute_logits=False)
-    return out.embedding_BC, out.activations
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,7 +203,7 @@ def _vgg_conv_indices(stage_convs: Sequence[int]) -> list[list[int]]:
   return indices
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
   """torchvision VGG without BatchNorm (Simonyan & Zisserman 2015); use `vgg16()` / `vgg19()`.
 
   `apply(variables, rgb_BHW3)` -> `BackboneOutput`; `apply(..., method='features')` ->
@@ -203,18 +216,12 @@ class VGG(nn.Module):
   """
   stage_convs: Sequence[int] = VGG16_STAGE_CONVS
   widths: Sequence[int] = VGG_WIDTHS
-  include_top: bool = False
   classifier_features: int = 4096
-  num_classes: int = 1000
-  normalize_input: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True) -> BackboneOutput:
-    check_input("VGG", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
+    x = self.checked_input(rgb_BHW3)
     activations = {}
     for stage, (width, indices) in enumerate(
         zip(self.widths, _vgg_conv_indices(self.stage_convs)), start=1):
@@ -232,11 +239,6 @@ class VGG(nn.Module):
       h = nn.relu(nn.Dense(self.classifier_features, name="classifier_3", **kw)(h))
       logits = nn.Dense(self.num_classes, name="classifier_6", **kw)(h)
     return BackboneOutput(embedding, activations, logits)
-
-  def features(self, rgb_BHW3):
-    """(embedding_BC, activations) without the classifier; see the class docstring."""
-    out = self(rgb_BHW3, compute_logits=False)
-    return out.embedding_BC, out.activations
 
 
 def vgg16(**kwargs) -> VGG:

@@ -36,8 +36,6 @@ import jax.numpy as jnp
 from colorjax import torch_weights
 from colorjax.models import backbones
 
-Dtype = Any
-
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
@@ -66,7 +64,7 @@ def _flax_name(torch_prefix: str) -> str:
   return torch_prefix.replace(".", "_")
 
 
-class EfficientNetB0(nn.Module):
+class EfficientNetB0(backbones.Backbone):
   """torchvision `efficientnet_b0`: 5,288,548 parameters with the 1000-way classifier.
 
   `apply(variables, rgb_BHW3)` -> `backbones.BackboneOutput`; `apply(..., method='features')` ->
@@ -74,15 +72,9 @@ class EfficientNetB0(nn.Module):
   (`features_1_0_block_0_0` is `features.1.0.block.0.0`).
   """
   width: float = 1.0
-  include_top: bool = False
-  num_classes: int = 1000
-  normalize_input: bool = True
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, rgb_BHW3, compute_logits: bool = True):
-    backbones.check_input("EfficientNetB0", rgb_BHW3)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     def conv(x, features, kernel, stride, prefix, groups=1, bias=False):
@@ -97,7 +89,7 @@ class EfficientNetB0(nn.Module):
                        name=_flax_name(f"{prefix}.1"), **kw)(x)
       return nn.silu(x) if act else x
 
-    x = backbones.imagenet_normalize(rgb_BHW3) if self.normalize_input else rgb_BHW3
+    x = self.checked_input(rgb_BHW3)
     x = x.astype(self.dtype or jnp.float32)
     x = conv_bn(x, _scaled(STEM_CHANNELS, self.width), 3, 2, "features.0")
     activations = {"stem": x}
@@ -121,11 +113,6 @@ class EfficientNetB0(nn.Module):
     if self.include_top and compute_logits:
       logits = nn.Dense(self.num_classes, name="classifier_1", **kw)(embedding)
     return backbones.BackboneOutput(embedding, activations, logits)
-
-  def features(self, rgb_BHW3):
-    """(embedding_BC, activations) without the classifier; see the class docstring."""
-    out = self(rgb_BHW3, compute_logits=False)
-    return out.embedding_BC, out.activations
 
 
 def embedding_size(width: float = 1.0) -> int:
@@ -179,15 +166,3 @@ def load_efficientnet_b0(path: str | os.PathLike, **kwargs) -> dict:
   """Variables of `EfficientNetB0` from a torchvision state_dict file (torch.save)."""
   return efficientnet_b0_variables_from_torch(torch_weights.read_state_dict(path),
                                               source=os.fspath(path), **kwargs)
-
-
-def num_params(width: float = 1.0, include_top: bool = False) -> int:
-  """Parameters of `EfficientNetB0(width, include_top)` (from the layer table, no weights)."""
-  total = 0
-  for _, _, kind, shape in _layers(width, include_top, 1000):
-    n = 1
-    for d in shape:
-      n *= d
-    total += 2 * shape[0] if kind == "bn" else n + (shape[0] if kind != "conv" else 0)
-  return total
-

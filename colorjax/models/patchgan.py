@@ -32,7 +32,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from colorjax.models.unet import PIX2PIX_INIT, pix2pix_scale_init
+from colorjax.models.unet import PIX2PIX_INIT, check_semantic_input, pix2pix_scale_init
 from colorjax.ops import conv as conv_ops
 
 Dtype = Any
@@ -67,14 +67,8 @@ class PatchGANDiscriminator(nn.Module):
     if min(x_BHWC.shape[1:3]) < min_size:
       raise ValueError(f"PatchGANDiscriminator with n_layers={self.n_layers} needs inputs of at "
                        f"least {min_size}x{min_size}, got {x_BHWC.shape[1]}x{x_BHWC.shape[2]}")
-    if self.semantic_channels and semantic_BC is None:
-      raise ValueError(f"PatchGANDiscriminator has semantic_channels={self.semantic_channels} but "
-                       "no semantic_BC was passed")
-    if not self.semantic_channels and semantic_BC is not None:
-      raise ValueError("PatchGANDiscriminator got semantic_BC but semantic_channels=0")
-    if semantic_BC is not None and semantic_BC.shape != (x_BHWC.shape[0], self.semantic_channels):
-      raise ValueError(f"semantic_BC must have shape (batch, {self.semantic_channels}), "
-                       f"got {semantic_BC.shape}")
+    check_semantic_input("PatchGANDiscriminator", self.semantic_channels, semantic_BC,
+                         x_BHWC.shape[0])
 
   def _conv(self, features, kernel, stride, use_bias, name):
     pad = 1 if kernel == 4 else 0

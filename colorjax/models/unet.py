@@ -243,6 +243,20 @@ class SelfAttention(nn.Module):
 _OUTPUT_ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "none": lambda x: x}
 
 
+def check_semantic_input(model_name: str, semantic_channels: int, semantic_BC,
+                         batch_size: int) -> None:
+  """Checks that `semantic_BC` is given exactly when the model has `semantic_channels`, with
+  shape (batch_size, semantic_channels)."""
+  if semantic_channels and semantic_BC is None:
+    raise ValueError(f"{model_name} has semantic_channels={semantic_channels} but no "
+                     "semantic_BC was passed")
+  if not semantic_channels and semantic_BC is not None:
+    raise ValueError(f"{model_name} got semantic_BC but semantic_channels=0")
+  if semantic_BC is not None and semantic_BC.shape != (batch_size, semantic_channels):
+    raise ValueError(f"semantic_BC must have shape (batch, {semantic_channels}), "
+                     f"got {semantic_BC.shape}")
+
+
 class UNetGenerator(nn.Module):
   """pix2pix U-Net: `apply(variables, l_norm_BHW1, train, semantic_BC=None, rngs=...) -> out_BHWC`.
 
@@ -309,15 +323,8 @@ class UNetGenerator(nn.Module):
     if h % 2**n or w % 2**n:
       raise ValueError(f"UNetGenerator with num_downs={n} needs height and width divisible by "
                        f"{2**n}, got {h}x{w}")
-    if self.semantic_channels and semantic_BC is None:
-      raise ValueError(f"UNetGenerator has semantic_channels={self.semantic_channels} but no "
-                       "semantic_BC was passed")
-    if not self.semantic_channels and semantic_BC is not None:
-      raise ValueError("UNetGenerator got semantic_BC but semantic_channels=0")
-    if semantic_BC is not None and semantic_BC.shape != (l_norm_BHW1.shape[0],
-                                                         self.semantic_channels):
-      raise ValueError(f"semantic_BC must have shape (batch, {self.semantic_channels}), "
-                       f"got {semantic_BC.shape}")
+    check_semantic_input("UNetGenerator", self.semantic_channels, semantic_BC,
+                         l_norm_BHW1.shape[0])
 
   @nn.compact
   def __call__(self, l_norm_BHW1, train: bool, semantic_BC=None, semantic_map_BHWC=None):

@@ -704,24 +704,46 @@ def conv_transpose2d(x_BHWC: jax.Array, kernel_HWIO: jax.Array, *, strides=(1, 1
 # ------------------------------------------------------------------------------------------------
 
 
-def _kernel_and_bias(layer: nn.Module, x_BHWC: jax.Array, kernel_shape: tuple[int, ...]):
-  """The layer's `kernel` and `bias` parameters, promoted with the input to `layer.dtype`.
+class _ConvLayer(nn.Module):
+  """What `Conv` and `ConvTranspose` share: the attributes of `flax.linen.Conv`, the parameters
+  `kernel` and `bias` (promoted with the input to `dtype`) and the NHWC check.
 
-  Call from a compact `__call__` of `Conv`/`ConvTranspose` (which share these attributes).
+  A subclass gives the kernel's shape for its input channels and the convolution itself.
   """
-  kernel = layer.param("kernel", layer.kernel_init, kernel_shape, layer.param_dtype)
-  bias = (layer.param("bias", layer.bias_init, (layer.features,), layer.param_dtype)
-          if layer.use_bias else None)
-  return nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=layer.dtype)
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: Any = "SAME"
+  kernel_dilation: int | Sequence[int] = 1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "xla"
+
+  def _kernel_shape(self, kernel_hw: tuple[int, int], in_features: int) -> tuple[int, ...]:
+    raise NotImplementedError
+
+  def _convolve(self, x_BHWC: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    if x_BHWC.ndim != 4:
+      raise ValueError(f"{type(self).__name__} {self.name} takes (B, H, W, C) inputs, got shape "
+                       f"{x_BHWC.shape}")
+    kernel_hw = _pair(self.kernel_size, "kernel_size")
+    kernel = self.param("kernel", self.kernel_init,
+                        self._kernel_shape(kernel_hw, x_BHWC.shape[-1]), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x_BHWC, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    y = self._convolve(x_BHWC, kernel)
+    return y if bias is None else y + bias
 
 
-def _check_nhwc(layer: nn.Module, x: jax.Array) -> None:
-  if x.ndim != 4:
-    raise ValueError(f"{type(layer).__name__} {layer.name} takes (B, H, W, C) inputs, got shape "
-                     f"{x.shape}")
-
-
-class Conv(nn.Module):
+class Conv(_ConvLayer):
   """`nn.Conv` for NHWC images with a selectable lowering; same parameters `kernel`, `bias`.
 
   Call as `Conv(features, (3, 3), strides=2, padding=((1, 1), (1, 1)), impl='auto')(x_BHWC)`.
@@ -731,58 +753,30 @@ class Conv(nn.Module):
       kernel_init, bias_init: as in `flax.linen.Conv` (padding 'CIRCULAR'/'REFLECT' excluded).
     impl: one of CONV_IMPLS; 'auto' resolves for the default backend.
   """
-  features: int
-  kernel_size: int | Sequence[int]
-  strides: int | Sequence[int] = 1
-  padding: Any = "SAME"
-  kernel_dilation: int | Sequence[int] = 1
-  use_bias: bool = True
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
-  impl: str = "xla"
 
-  @nn.compact
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    _check_nhwc(self, x_BHWC)
-    kh, kw = _pair(self.kernel_size, "kernel_size")
-    x_BHWC, kernel, bias = _kernel_and_bias(self, x_BHWC,
-                                            (kh, kw, x_BHWC.shape[-1], self.features))
-    y = conv2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
-               dilation=self.kernel_dilation, impl=self.impl)
-    return y if bias is None else y + bias
+  def _kernel_shape(self, kernel_hw: tuple[int, int], in_features: int) -> tuple[int, ...]:
+    return (*kernel_hw, in_features, self.features)
+
+  def _convolve(self, x_BHWC: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
+                  dilation=self.kernel_dilation, impl=self.impl)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvLayer):
   """`nn.ConvTranspose` for NHWC images with a selectable lowering; same parameters.
 
   With `transpose_kernel=True` the kernel has shape (kh, kw, features, in) and the layer is the
   gradient of a conv with that kernel (what torch's ConvTranspose2d computes); `padding` pads the
   stride-dilated input, as in `lax.conv_transpose`.
   """
-  features: int
-  kernel_size: int | Sequence[int]
-  strides: int | Sequence[int] = 1
-  padding: Any = "SAME"
-  kernel_dilation: int | Sequence[int] = 1
-  use_bias: bool = True
   transpose_kernel: bool = False
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros_init()
-  impl: str = "xla"
 
-  @nn.compact
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    _check_nhwc(self, x_BHWC)
-    kh, kw = _pair(self.kernel_size, "kernel_size")
-    in_features = x_BHWC.shape[-1]
-    shape = ((kh, kw, self.features, in_features) if self.transpose_kernel
-             else (kh, kw, in_features, self.features))
-    x_BHWC, kernel, bias = _kernel_and_bias(self, x_BHWC, shape)
-    y = conv_transpose2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
-                         dilation=self.kernel_dilation, transpose_kernel=self.transpose_kernel,
-                         impl=self.impl)
-    return y if bias is None else y + bias
+  def _kernel_shape(self, kernel_hw: tuple[int, int], in_features: int) -> tuple[int, ...]:
+    if self.transpose_kernel:
+      return (*kernel_hw, self.features, in_features)
+    return (*kernel_hw, in_features, self.features)
+
+  def _convolve(self, x_BHWC: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv_transpose2d(x_BHWC, kernel, strides=self.strides, padding=self.padding,
+                            dilation=self.kernel_dilation, transpose_kernel=self.transpose_kernel,
+                            impl=self.impl)
