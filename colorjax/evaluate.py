@@ -35,6 +35,7 @@ from colorjax import color, colorization, data, fid, images, inference, metrics
 from colorjax import sharding
 from colorjax.models import heads
 
+_log = logging.getLogger(__name__)
 PER_IMAGE_KEYS = ("psnr", "ssim", "mse", "auc", "colorfulness", "top1_bin_accuracy")
 _NUM_T = metrics.AUC_THRESHOLDS.shape[0]
 
@@ -269,14 +270,14 @@ class Evaluator:
         if len(grid_rows) < self.samples:
           grid_rows.append((gray, model, truth))
     if not acc.rows:  # every eval file unreadable: the run goes on, without eval metrics
-      logging.getLogger("colorjax").warning(
+      _log.warning(
           "eval: no readable image among the %d of the eval set; no eval metrics",
           len(self.source))
       return {}, None
     result = acc.result("center")
     if fid_acc is not None:
       if len(acc.rows) < 2:
-        logging.getLogger("colorjax").warning(
+        _log.warning(
             "eval: FID needs at least 2 images, only %d was readable; no FID", len(acc.rows))
       else:
         for name, value in fid_acc.result().items():

@@ -18,7 +18,7 @@ import numpy as np
 from colorjax import flops
 from colorjax import workdir as workdir_lib
 
-logger = logging.getLogger("colorjax")
+_log = logging.getLogger(__name__)
 
 SAMPLES_KEY = "eval/gray_model_truth"  # their TensorBoard tag
 
@@ -92,7 +92,7 @@ class MetricWriter:
     if self._jsonl is not None:
       self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
       self._jsonl.flush()
-    logger.info("%s", self._console_line(step, scalars))
+    _log.info("%s", self._console_line(step, scalars))
 
   def _console_line(self, step: int, scalars: Mapping[str, float]) -> str:
     if self.first_step is None:
@@ -135,7 +135,7 @@ class MetricWriter:
       if params is None:
         continue
       count = parameter_overview.count_parameters(params)
-      logger.info("%s: %s parameters", name, f"{count:,}")
+      _log.info("%s: %s parameters", name, f"{count:,}")
       self.write_text(f"parameters/{name}", parameter_overview.get_parameter_overview(params))
 
   def close(self) -> None:
