@@ -37,13 +37,19 @@ PHOTO = "chelsea.jpg"  # 320 x 213: not square, so a swapped width and height wo
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
   """An exported random-init ECCV16 at width 1/16 (313 bins), its (config, variables), its path."""
+  return _exported_model(tmp_path_factory, "tiny", seed=0, width=1 / 16)
+
+
+def _exported_model(tmp_path_factory, directory: str, seed: int, **model):
+  """A random-init model of the base config with `model` overrides, exported; (config,
+  variables, path)."""
   config = config_lib.base_config().to_dict()
-  config["model"]["width"] = 1 / 16
+  config["model"].update(model)
   config["data"]["eval_size"] = SIZE
   generator = models.create_generator(config["model"], SIZE)
   init = jax.jit(functools.partial(generator.init, train=False))
-  variables = init(jax.random.key(0, impl="unsafe_rbg"), jnp.zeros((1, SIZE, SIZE, 1)))
-  path = tmp_path_factory.mktemp("model") / "tiny"
+  variables = init(jax.random.key(seed, impl="unsafe_rbg"), jnp.zeros((1, SIZE, SIZE, 1)))
+  path = tmp_path_factory.mktemp("model") / directory
   checkpoint.save_model(path, config, variables)
   return config, variables, path
 
@@ -161,16 +167,8 @@ def test_kept_outputs_are_bounded(tiny_model, photos_dir):
 @pytest.fixture(scope="module")
 def tiny_rgb_model(tmp_path_factory):
   """An exported random-init U-Net that predicts RGB (`model.output='rgb'`, seed 003's head)."""
-  config = config_lib.base_config().to_dict()
-  config["model"].update(name="unet", output="rgb", convention="pix2pix", ngf=4, num_downs=3,
-                         use_dropout=False)
-  config["data"]["eval_size"] = SIZE
-  generator = models.create_generator(config["model"], SIZE)
-  init = jax.jit(functools.partial(generator.init, train=False))
-  variables = init(jax.random.key(1, impl="unsafe_rbg"), jnp.zeros((1, SIZE, SIZE, 1)))
-  path = tmp_path_factory.mktemp("model") / "tiny_rgb"
-  checkpoint.save_model(path, config, variables)
-  return config, variables, path
+  return _exported_model(tmp_path_factory, "tiny_rgb", seed=1, name="unet", output="rgb",
+                         convention="pix2pix", ngf=4, num_downs=3, use_dropout=False)
 
 
 def test_rgb_model_shows_its_own_rgb_as_colorize_does(tiny_rgb_model, photos_dir):
