@@ -37,7 +37,7 @@ PEAK_FLOPS_TABLE: dict[str, dict[str, float]] = {
     "tpu v6 lite": {"bfloat16": 918e12, "float32": 918e12},  # v6e (Trillium)
     "tpu v6e": {"bfloat16": 918e12, "float32": 918e12},
 }
-_MATMUL_SIZE = 2048
+_MATMUL_SIZE = 1024  # 2 GFLOP a product: measuring takes <1 s on a 2-core CPU, at the 2048 rate
 
 
 class Peak(NamedTuple):
@@ -84,7 +84,7 @@ def peak_flops(dtype: str = "float32", devices: Sequence[jax.Device] | None = No
 
   GPUs/TPUs: the per-chip table value x the number of chips ('table:<kind> <dtype>'). CPU: a
   measured f32 matmul rate of the whole host ('measured: ...'); forced host devices share the
-  same cores, so it is not multiplied by their number (measured once per process, ~1 s).
+  same cores, so it is not multiplied by their number (measured once per process, <1 s).
   """
   devices = list(devices or jax.devices())
   device = devices[0]

@@ -5,9 +5,15 @@ The flag must be set before jax is imported anywhere, which is why it lives here
 import os
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+# Tests compile hundreds of small programs and run each a few times, so compilation dominates the
+# suite. LLVM optimisation level 0 for the generated CPU code makes a tiny train step compile ~3x
+# faster; XLA's HLO passes and the library calls (oneDNN/YNNPACK convolutions and dots) are the
+# same, and so are the results (train_golden_test pins them). The fully optimised build runs in
+# CI's main job (`colorjax train` + `colorize`) and in the benchmarks. A level already set wins.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_backend_optimization_level" not in _flags:
+  _flags += " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One compilation cache for the whole run (subprocesses included): many tests compile the same
 # tiny steps, and a cache hit costs milliseconds instead of seconds. It cannot change results.

@@ -79,7 +79,7 @@ def _tiny_args(argv: list[str]) -> list[str]:
   if argv[:2] in (["colorjax", "eval"], ["colorjax", "colorize"]) and release_network:
     return ["--size", "32"]
   if argv[:3] == ["python", "-m", "benchmarks.compare"]:
-    return ["--size", "32", "--repeats", "1"]
+    return ["--size", "32", "--repeats", "1", "--batch", "2"]
   if argv[:2] == ["colorjax", "demo"]:
     with socket.socket() as s:  # a free port, not the example's
       s.bind(("127.0.0.1", 0))
