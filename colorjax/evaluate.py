@@ -287,9 +287,13 @@ class Evaluator:
 
 def _gray_rgb(rgb_HW3: np.ndarray) -> np.ndarray:
   """The gray baseline of a photo: its L with ab = 0, as uint8 RGB."""
-  l = color.rgb_to_lab(rgb_HW3)[..., :1]
-  zero_ab = np.zeros(l.shape[:-1] + (2,), l.dtype)
-  return color.rgb_to_uint8(color.lab_to_rgb(np.concatenate([l, zero_ab], -1)))
+  return color.rgb_to_uint8(_gray_rgb_of_l(color.rgb_to_lab(rgb_HW3)[..., :1]))
+
+
+def _gray_rgb_of_l(l_HW1: np.ndarray) -> np.ndarray:
+  """sRGB in [0, 1] of the lightness `l_HW1` with ab = 0 (numpy)."""
+  zero_ab = np.zeros(l_HW1.shape[:-1] + (2,), l_HW1.dtype)
+  return color.lab_to_rgb(np.concatenate([l_HW1, zero_ab], -1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,7 +336,7 @@ def image_results(true_rgb_HW3: np.ndarray, prediction_hwC: np.ndarray, is_rgb: 
     model_ab = upsampled
     model_rgb = color.lab_to_rgb(np.concatenate([l, model_ab], axis=-1))
   gray_ab = np.zeros_like(true_ab)
-  gray_rgb = color.lab_to_rgb(np.concatenate([l, gray_ab], axis=-1))
+  gray_rgb = _gray_rgb_of_l(l)
   true_bins = color.nearest_bin_numpy(true_ab)
   true_statistics = metrics.ssim_statistics(true_rgb)
   row = {"truth/colorfulness": metrics.colorfulness_numpy(true_rgb)}

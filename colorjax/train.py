@@ -600,7 +600,7 @@ def _ranked_metrics(best_metric: str, eval_metrics: Mapping[str, float] | None, 
     return None
   if best_metric and best_metric not in eval_metrics:
     _log.warning("step %d: this eval has no %s; the checkpoint cannot be the best",
-                           step, best_metric)
+                 step, best_metric)
     return None
   return eval_metrics
 
