@@ -17,6 +17,7 @@ side's step consumed (both use all cores; on a loaded machine wall time is what 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -83,21 +84,29 @@ def make_torch_step(model: str, size: int, channels_last: bool,
   return torch_models.make_pix2pix_step(size, channels_last=channels_last, fused_adam=fused_adam)
 
 
-def _cpu_seconds() -> float:
+def _process_counters() -> dict[str, float]:
+  """What a slow repeat can be blamed on: CPU seconds, page faults, context switches (voluntary:
+  a thread waited, e.g. for the thread pool; involuntary: the kernel took the core away, e.g. for
+  another process) and Python garbage collections."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
+  return {"cpu_s": usage.ru_utime + usage.ru_stime, "minor_faults": usage.ru_minflt,
+          "voluntary_switches": usage.ru_nvcsw, "involuntary_switches": usage.ru_nivcsw,
+          "gc_collections": sum(g["collections"] for g in gc.get_stats())}
 
 
 def _time(step: Callable[[np.ndarray], object], rgb: np.ndarray, steps: int,
-          cpu: list[float] | None = None) -> float:
-  """Wall seconds per step over `steps` consecutive steps (CPU seconds appended to `cpu`)."""
-  cpu_start, start = _cpu_seconds(), time.perf_counter()
+          counters: list[dict[str, float]] | None = None) -> float:
+  """Wall seconds per step over `steps` consecutive steps (per-step counter deltas appended to
+  `counters`, see `_process_counters`)."""
+  before, start = _process_counters(), time.perf_counter()
   for _ in range(steps):
     result = step(rgb)
   float(result["train/loss"] if isinstance(result, dict) else result)  # results are ready
-  if cpu is not None:
-    cpu.append((_cpu_seconds() - cpu_start) / steps)
-  return (time.perf_counter() - start) / steps
+  seconds = (time.perf_counter() - start) / steps
+  if counters is not None:
+    after = _process_counters()
+    counters.append({k: (after[k] - before[k]) / steps for k in after})
+  return seconds
 
 
 def _retaining_freed_memory() -> bool:
@@ -105,10 +114,20 @@ def _retaining_freed_memory() -> bool:
   return xla_cpu.is_retaining_freed_memory()
 
 
-def _summary(times: list[float], batch: int) -> dict[str, float]:
+def _summary(times: list[float], batch: int, counters: list[dict[str, float]]) -> dict:
   rates = [batch / t for t in times]
+  median = statistics.median(times)
   return {"images_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-          "step_s": statistics.median(times)}
+          "step_s": median,
+          # The slowest and fastest repeat relative to the median step time.
+          "step_spread": [min(times) / median - 1.0, max(times) / median - 1.0],
+          "cpu_s_per_step": statistics.median(c["cpu_s"] for c in counters),
+          "per_repeat": [{"step_s": t, **c} for t, c in zip(times, counters)]}
+
+
+def _spread_text(summary: dict) -> str:
+  low, high = summary["step_spread"]
+  return f"step {summary['step_s']:.3f} s ({100 * low:+.0f}%/{100 * high:+.0f}%)"
 
 
 def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
@@ -141,23 +160,21 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   del candidates
 
   load_before = os.getloadavg()[0]
-  cj_times, torch_times, cj_cpu, torch_cpu = [], [], [], []
+  cj_times, torch_times, cj_counters, torch_counters = [], [], [], []
   for r in range(repeats):
-    order = [(cj_step, cj_times, cj_cpu), (torch_step, torch_times, torch_cpu)]
-    for step, times, cpu in (order if r % 2 == 0 else order[::-1]):
-      times.append(_time(step, rgb, steps, cpu))
+    order = [(cj_step, cj_times, cj_counters), (torch_step, torch_times, torch_counters)]
+    for step, times, counters in (order if r % 2 == 0 else order[::-1]):
+      times.append(_time(step, rgb, steps, counters))
   ratios = [t / c for c, t in zip(cj_times, torch_times)]
   from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
   result = {
       "model": model, "image_size": size, "batch": batch, "repeats": repeats,
       "steps_per_repeat": steps, "threads": cores,
-      "colorjax": {**_summary(cj_times, batch), "compile_s": compile_s,
-                   "cpu_s_per_step": statistics.median(cj_cpu),
+      "colorjax": {**_summary(cj_times, batch, cj_counters), "compile_s": compile_s,
                    "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
                    "remat": bool(config.model.remat)},
-      "torch": {**_summary(torch_times, batch), "format": torch_format, "adam": torch_adam,
-                "cpu_s_per_step": statistics.median(torch_cpu),
-                "version": torch.__version__},
+      "torch": {**_summary(torch_times, batch, torch_counters), "format": torch_format,
+                "adam": torch_adam, "version": torch.__version__},
       "ratio_median_of_pairs": statistics.median(ratios),
       "ratio_of_medians": statistics.median(torch_times) / statistics.median(cj_times),
       "ratio_min_max": [min(ratios), max(ratios)],
@@ -171,11 +188,12 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
         f"{cores} threads, load {result['load_avg_1m'][0]:.1f}->{result['load_avg_1m'][1]:.1f}"
         f"{', freed memory retained' if result['retain_freed_memory'] else ''}")
   print(f"  colorjax ({cj['conv_impl']}): {cj['images_per_s']:.3f} img/s "
-        f"[{cj['min']:.3f}-{cj['max']:.3f}], {cj['cpu_s_per_step']:.2f} CPU s/step, "
-        f"compile {compile_s:.1f} s")
+        f"[{cj['min']:.3f}-{cj['max']:.3f}], {_spread_text(cj)}, "
+        f"{cj['cpu_s_per_step']:.2f} CPU s/step, compile {compile_s:.1f} s")
   print(f"  torch {tt['version']} ({torch_format}, {torch_adam} Adam): "
         f"{tt['images_per_s']:.3f} img/s "
-        f"[{tt['min']:.3f}-{tt['max']:.3f}], {tt['cpu_s_per_step']:.2f} CPU s/step")
+        f"[{tt['min']:.3f}-{tt['max']:.3f}], {_spread_text(tt)}, "
+        f"{tt['cpu_s_per_step']:.2f} CPU s/step")
   print(f"  colorjax / torch: {result['ratio_median_of_pairs']:.2f}x (median of per-repeat "
         f"ratios, range {min(ratios):.2f}-{max(ratios):.2f}; ratio of medians "
         f"{result['ratio_of_medians']:.2f}x)")

@@ -49,6 +49,13 @@ def test_compare_times_both_sides_and_reports_the_ratio(capsys):
     rates = result["per_repeat_images_per_s"][side]
     assert len(rates) == 2 and all(r > 0 for r in rates)
     assert result[side]["cpu_s_per_step"] > 0
+    repeats = result[side]["per_repeat"]
+    assert [r["step_s"] for r in repeats] == pytest.approx([2 / rate for rate in rates])
+    assert all(r["minor_faults"] >= 0 and r["involuntary_switches"] >= 0 for r in repeats)
+    low, high = result[side]["step_spread"]
+    times = [r["step_s"] for r in repeats]
+    assert low == pytest.approx(min(times) / np.median(times) - 1)
+    assert high == pytest.approx(max(times) / np.median(times) - 1)
   pairs = [c / t for c, t in zip(result["per_repeat_images_per_s"]["colorjax"],
                                  result["per_repeat_images_per_s"]["torch"])]
   np.testing.assert_allclose(result["ratio_median_of_pairs"], np.median(pairs), rtol=1e-9)
