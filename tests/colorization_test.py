@@ -2,6 +2,7 @@
 import functools
 import pathlib
 import shutil
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +156,46 @@ def test_folder_pngs_equal_the_straightforward_per_image_path(photos_dir, tmp_pa
       out = (tmp_path / name / src.relative_to(tmp_path / "in")).with_suffix(".png")
       with Image.open(out) as result:
         np.testing.assert_array_equal(np.asarray(result), expected, err_msg=f"{name} {src.name}")
+
+
+def test_folder_pngs_match_the_release_recipe_in_skimage_and_torch(photos_dir, tmp_path,
+                                                                  colorizer):
+  """What the folder pipeline writes, against the release demo's recipe computed independently:
+  L of the bicubic-resized photo (scikit-image, float64) -> the model -> ab upsampled by torch's
+  bilinear interpolate -> joined with the original's L -> scikit-image's Lab -> RGB, rounded.
+  float64 vs float32 may move a rounding by one level, nothing more."""
+  torch = pytest.importorskip("torch")
+  sources = _photo_tree(photos_dir, tmp_path / "in")
+  chroma_8x8x1 = np.random.default_rng(0).uniform(-80, 80, (8, 8, 1)).astype(np.float32)
+
+  def vivid(l_BHW1):
+    # Strong chroma that varies with the photo's L and from cell to cell (the random ECCV16's is
+    # faint and smooth): a wrong upsampling or L shows.
+    l_Bhw1 = l_BHW1[:, 2::4, 2::4]
+    return np.concatenate([1.5 * (l_Bhw1 - 50.0), chroma_8x8x1 + 0 * l_Bhw1], axis=-1)
+
+  vivid.size = SIZE
+  for name, model in {"random_eccv16": colorizer, "vivid": vivid}.items():
+    colorization.colorize_paths([tmp_path / "in"], tmp_path / name, model, batch_size=3,
+                                progress=False)
+    for src in sources:
+      rgb = np.asarray(Image.open(src).convert("RGB"))
+      height, width = rgb.shape[:2]
+      small = Image.fromarray(rgb).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+      ab_1hw2 = np.array(model(_lab(small)[None, ..., :1].astype(np.float32)))
+      ab_full = torch.nn.functional.interpolate(
+          torch.from_numpy(ab_1hw2).permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
+          align_corners=False)[0].permute(1, 2, 0).numpy()
+      lab = np.concatenate([_lab(rgb)[..., :1], ab_full], axis=-1)
+      with warnings.catch_warnings():  # "Z < 0 in N pixels": clipped to 0, as colorjax does
+        warnings.simplefilter("ignore")
+        expected = np.round(skcolor.lab2rgb(lab) * 255.0).astype(int)
+      out = (tmp_path / name / src.relative_to(tmp_path / "in")).with_suffix(".png")
+      with Image.open(out) as written:
+        difference = np.abs(np.asarray(written).astype(int) - expected)
+      assert difference.max() <= 1, f"{name} {src.name}"
+      assert (difference > 0).mean() < 0.01, f"{name} {src.name}"
+      assert np.abs(ab_full).mean() > 1.0, f"{name} {src.name}"  # colour, not the input's gray
 
 
 class FixedRGB:
