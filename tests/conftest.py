@@ -26,7 +26,17 @@ import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import struct  # noqa: E402
 
+import jax  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
 import pytest  # noqa: E402
+
+# Orbax saves a replicated array (the train state on the 8 forced devices) "replica-parallel":
+# each device writes a slice, cut by a small program compiled per array shape and device, ~100
+# compilations per new model. One replica writing each whole array (Orbax's default on GPUs)
+# saves the same values, and every restore reads them the same. Tests in this process save that
+# way; the launched runs and the README's commands (subprocesses) keep Orbax's default.
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS_DIR = REPO_ROOT / "colorjax" / "assets" / "photos"
