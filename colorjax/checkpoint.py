@@ -17,22 +17,42 @@ Two kinds of directory are handled:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import zlib
 from typing import Any, Mapping
 
-import grain
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
-from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from colorjax import paths
 from colorjax import workdir as workdir_lib
 
 _log = logging.getLogger(__name__)
+
+
+class _ImportedOnUse:
+  """A module imported when one of its attributes is first used: Orbax and grain take about a
+  second to import, which `colorjax colorize --weights` and the other commands that never touch a
+  checkpoint need not pay."""
+
+  def __init__(self, name: str, *attributes: str):
+    self._name = name
+    self._attributes = attributes
+
+  def __getattr__(self, attr: str):
+    module = importlib.import_module(self._name)
+    for name in self._attributes:
+      module = getattr(module, name)
+    return getattr(module, attr)
+
+
+grain = _ImportedOnUse("grain")
+ocp = _ImportedOnUse("orbax.checkpoint")
+preservation_policy = _ImportedOnUse("orbax.checkpoint", "checkpoint_managers",
+                                     "preservation_policy")
 
 DAMAGED_SUFFIX = ".damaged"
 
