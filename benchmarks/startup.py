@@ -1,15 +1,15 @@
 """Cold vs warm start of a `colorjax` command, timed as whole processes.
 
   python -m benchmarks.startup --repeats 3 -- colorize chelsea.jpg --weights eccv16.pth --output out
-  python -m benchmarks.startup --repeats 3 --prepare "train --config eccv16:tiny \
-      --config.train.steps=2 --workdir w" -- train --config eccv16:tiny --config.train.steps=4 \
-      --workdir w
+  python -m benchmarks.startup --repeats 3 --remove w --prepare "train --config eccv16:tiny \
+      --config.train.steps=2 --workdir w" --first-line "step 3" -- train --config eccv16:tiny \
+      --config.train.steps=4 --workdir w
 
 Each repeat runs the command twice in a row with the same fresh compilation cache
 (`COLORJAX_CACHE_DIR`, a new temporary directory per repeat): first cold (empty cache), then
 warm (the cache the cold run filled). `--prepare` runs a command before each of the two (untimed,
-with the cache off), e.g. the first part of a training run that the timed command resumes; it
-runs in the same working directory, so it can reset what the timed command leaves behind.
+with the cache off), e.g. the first part of a training run that the timed command resumes, after
+removing the `--remove` paths (what the previous timed run left behind).
 Reported per kind: wall seconds and CPU seconds (user + system of the process and its
 children; on a loaded host the CPU seconds vary less than the wall) as min / median / max, and
 the cache's size after the warm run. With `--first-line TEXT` the time from the process's start
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--repeats", type=int, default=3, help="cold + warm pairs")
   parser.add_argument("--prepare", help="colorjax arguments run (untimed, cache off) before each "
                                         "timed run")
+  parser.add_argument("--remove", action="append", default=[],
+                      help="a path removed before each --prepare (repeatable)")
   parser.add_argument("--first-line", help="also time the first output line containing this")
   parser.add_argument("command", nargs=argparse.REMAINDER, help="-- colorjax arguments")
   args = parser.parse_args(argv)
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     try:
       for kind in ("cold", "warm"):
+        for path in args.remove:
+          shutil.rmtree(path, ignore_errors=True)
         if args.prepare:
           subprocess.run([sys.executable, "-m", "colorjax.cli", "--no-compile-cache",
                           *shlex.split(args.prepare)], env=env, check=True,
