@@ -350,11 +350,17 @@ def save_model(directory: str | epath.Path, model_config: Mapping[str, Any],
                                                             sort_keys=True))
 
 
-def _restore_on_host(path: epath.Path, metadata_tree: Any) -> Any:
-  """Restores a saved pytree onto the first local device, whatever topology saved it."""
+def _restore_on_host(path: epath.Path, metadata_tree: Any, partial: bool = False) -> Any:
+  """Restores a saved pytree onto the first local device, whatever topology saved it; with
+  `partial`, only the entries in `metadata_tree` (a part of what was saved) are read."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         metadata_tree)
+  if partial:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      return _to_host(checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True)))
   with ocp.StandardCheckpointer() as checkpointer:
     return _to_host(checkpointer.restore(path, target))
 
@@ -397,7 +403,10 @@ def load_model(path: str | epath.Path, step: int | None = None) -> tuple[dict[st
       with ocp.StandardCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(step_dir / "state")
       metadata = getattr(metadata, "item_metadata", metadata)
-      gen = _restore_on_host(step_dir / "state", metadata)["gen"]
+      # The generator's inference variables only: not its optimizer state, nor the discriminator.
+      wanted = {k: v for k, v in metadata["gen"].items()
+                if k in ("params", "ema_params", "batch_stats")}
+      gen = _restore_on_host(step_dir / "state", {"gen": wanted}, partial=True)["gen"]
     except Exception as e:  # pylint: disable=broad-except
       # Orbax and TensorStore raise plain Exceptions (or FileNotFoundError) for broken files.
       problem = f"Orbax cannot read it ({type(e).__name__}: {_first_line(e)})"
