@@ -74,11 +74,6 @@ def enable(directory: str | os.PathLike | None = None) -> str:
   return str(path)
 
 
-def exported_dir() -> pathlib.Path | None:
-  """Where `stored_program` keeps exported programs (None: the cache is off)."""
-  return _exported_dir
-
-
 @functools.lru_cache(maxsize=None)
 def _environment_fingerprint() -> str:
   # What a trace can depend on besides the function's arguments: colorjax's own code and the
@@ -153,7 +148,11 @@ def _write(path: pathlib.Path, data: bytes) -> None:
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as f:
-      f.write(data)
+      try:
+        f.write(data)
+      except OSError:
+        os.unlink(f.name)
+        raise
     os.replace(f.name, path)
     stored = sorted(path.parent.glob("*.jaxexport"), key=lambda p: p.stat().st_mtime,
                     reverse=True)
