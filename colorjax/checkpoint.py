@@ -17,22 +17,42 @@ Two kinds of directory are handled:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import zlib
 from typing import Any, Mapping
 
-import grain
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
-from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from colorjax import paths
 from colorjax import workdir as workdir_lib
 
 _log = logging.getLogger(__name__)
+
+
+class _ImportedOnUse:
+  """A module imported when one of its attributes is first used: Orbax and grain take about a
+  second to import, which `colorjax colorize --weights` and the other commands that never touch a
+  checkpoint need not pay."""
+
+  def __init__(self, name: str, *attributes: str):
+    self._name = name
+    self._attributes = attributes
+
+  def __getattr__(self, attr: str):
+    module = importlib.import_module(self._name)
+    for name in self._attributes:
+      module = getattr(module, name)
+    return getattr(module, attr)
+
+
+grain = _ImportedOnUse("grain")
+ocp = _ImportedOnUse("orbax.checkpoint")
+preservation_policy = _ImportedOnUse("orbax.checkpoint", "checkpoint_managers",
+                                     "preservation_policy")
 
 DAMAGED_SUFFIX = ".damaged"
 
@@ -330,11 +350,17 @@ def save_model(directory: str | epath.Path, model_config: Mapping[str, Any],
                                                             sort_keys=True))
 
 
-def _restore_on_host(path: epath.Path, metadata_tree: Any) -> Any:
-  """Restores a saved pytree onto the first local device, whatever topology saved it."""
+def _restore_on_host(path: epath.Path, metadata_tree: Any, partial: bool = False) -> Any:
+  """Restores a saved pytree onto the first local device, whatever topology saved it; with
+  `partial`, only the entries in `metadata_tree` (a part of what was saved) are read."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         metadata_tree)
+  if partial:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      return _to_host(checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True)))
   with ocp.StandardCheckpointer() as checkpointer:
     return _to_host(checkpointer.restore(path, target))
 
@@ -377,7 +403,10 @@ def load_model(path: str | epath.Path, step: int | None = None) -> tuple[dict[st
       with ocp.StandardCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(step_dir / "state")
       metadata = getattr(metadata, "item_metadata", metadata)
-      gen = _restore_on_host(step_dir / "state", metadata)["gen"]
+      # The generator's inference variables only: not its optimizer state, nor the discriminator.
+      wanted = {k: v for k, v in metadata["gen"].items()
+                if k in ("params", "ema_params", "batch_stats")}
+      gen = _restore_on_host(step_dir / "state", {"gen": wanted}, partial=True)["gen"]
     except Exception as e:  # pylint: disable=broad-except
       # Orbax and TensorStore raise plain Exceptions (or FileNotFoundError) for broken files.
       problem = f"Orbax cannot read it ({type(e).__name__}: {_first_line(e)})"

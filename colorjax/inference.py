@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import checkpoint, color, models
+from colorjax import checkpoint, color, compilation_cache, models
 from colorjax import config as config_lib
 from colorjax.models import eccv16, heads
 
@@ -60,12 +60,13 @@ class Colorizer:
     self.generator = models.create_generator(model_cfg, self.size)
     self.variables = jax.device_put(dict(variables))
     self.output = "rgb" if heads.is_rgb(model_cfg) else "ab"
-    self._predict = jax.jit(functools.partial(predict_ab, self.generator, model_cfg=model_cfg))
-    self._predict_rgb = (jax.jit(functools.partial(predict_rgb, self.generator,
-                                                   model_cfg=model_cfg))
-                         if self.output == "rgb" else None)
-    self._output = jax.jit(functools.partial(generator_output, self.generator,
-                                             model_cfg=model_cfg))
+    # Kept on disk while the compilation cache is on: a later process skips tracing the model.
+    static = repr((self.size, sorted(model_cfg.items())))
+    program = lambda fn: compilation_cache.stored_program(
+        jax.jit(functools.partial(fn, self.generator, model_cfg=model_cfg)), fn.__name__, static)
+    self._predict = program(predict_ab)
+    self._predict_rgb = program(predict_rgb) if self.output == "rgb" else None
+    self._output = program(generator_output)
 
   @classmethod
   def from_checkpoint(cls, path, step: int | None = None, temperature: float | None = None):
@@ -79,18 +80,18 @@ class Colorizer:
     return cls(official_eccv16_config(), variables, temperature)
 
   def __call__(self, l_BHW1: np.ndarray) -> np.ndarray:
-    return np.asarray(self._predict(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+    return np.asarray(self._predict(self.variables, np.asarray(l_BHW1, np.float32)))
 
   def predict_rgb(self, l_BHW1: np.ndarray) -> np.ndarray:
     """RGB in [0, 1], `(B, h, w, 3)`, of a model with `output == 'rgb'`."""
     if self._predict_rgb is None:
       raise ValueError(f"this model predicts {self.model_cfg['output']!r}, not RGB")
-    return np.asarray(self._predict_rgb(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+    return np.asarray(self._predict_rgb(self.variables, np.asarray(l_BHW1, np.float32)))
 
   def raw_output(self, l_BHW1: np.ndarray) -> np.ndarray:
     """The generator's output before decoding (313 logits for 'bins' models), so that
     `heads.output_to_ab` can decode it again at another temperature without running the network."""
-    return np.asarray(self._output(self.variables, jnp.asarray(l_BHW1, jnp.float32)))
+    return np.asarray(self._output(self.variables, np.asarray(l_BHW1, np.float32)))
 
 
 def official_eccv16_config() -> dict[str, Any]:

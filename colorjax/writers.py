@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import sys
 import time
 from typing import Any, Mapping
 
@@ -79,8 +80,7 @@ class MetricWriter:
     if workdir is not None and write_files and jax.process_index() == 0:
       workdir = pathlib.Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir / workdir_lib.TENSORBOARD_SUBDIR))
+      self._tb = _summary_writer_class()(str(workdir / workdir_lib.TENSORBOARD_SUBDIR))
       self._jsonl = open(workdir / workdir_lib.METRICS_JSONL, "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -143,6 +143,21 @@ class MetricWriter:
       self._tb.close()
     if self._jsonl is not None:
       self._jsonl.close()
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports torch when it is
+  installed (2-3 s of every training run's start) only to accept torch tensors, which colorjax
+  never gives it."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, as without torch
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return SummaryWriter
 
 
 def create_writer(workdir: str | pathlib.Path, total_steps: int) -> MetricWriter:

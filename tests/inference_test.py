@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax import color, config as config_lib, inference, models
+from colorjax import color, compilation_cache, config as config_lib, inference, models
 
 
 def _tiny_generator(recipe: str):
@@ -38,3 +38,17 @@ def test_rgb_model_colorizer_predicts_its_rgb():
       variables, jnp.asarray(l / 50.0 - 1.0))  # pix2pix's L normalisation
   assert rgb.shape == (2, 32, 32, 3)
   np.testing.assert_allclose(rgb, (np.asarray(out) + 1.0) / 2.0, atol=1e-5)
+
+
+def test_colorizer_from_a_stored_program_predicts_what_the_traced_one_does(tmp_path, monkeypatch):
+  config, _, variables = _tiny_generator("eccv16:tiny")
+  l = np.random.default_rng(1).uniform(0, 100, (2, 32, 32, 1)).astype(np.float32)
+  monkeypatch.setattr(compilation_cache, "_exported_dir", None)
+  traced = inference.Colorizer(config, variables)
+  monkeypatch.setattr(compilation_cache, "_exported_dir", tmp_path)
+  stored = inference.Colorizer(config, variables)
+  np.testing.assert_allclose(stored(l), traced(l), atol=1e-5)
+  np.testing.assert_allclose(stored.raw_output(l), traced.raw_output(l), atol=1e-5)
+  again = inference.Colorizer(config, variables)  # loads the two programs written above
+  np.testing.assert_array_equal(again(l), stored(l))
+  assert len(list(tmp_path.glob("*.jaxexport"))) == 2

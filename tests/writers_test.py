@@ -1,6 +1,8 @@
 """Tests of colorjax.writers: JSON lines, TensorBoard event files and the console line."""
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -20,6 +22,20 @@ def test_scalars_images_and_text_are_written(tmp_path):
                   {"step": 2, "train/loss": 2.0}]
   events = list((tmp_path / "tensorboard").iterdir())
   assert events and events[0].stat().st_size > 0
+
+
+def test_the_tensorboard_writer_does_not_import_torch(tmp_path):
+  # tensorboardX imports an installed torch by itself; in a fresh process, as other tests use torch.
+  program = ("import sys, numpy as np\nfrom colorjax import writers\n"
+             "w = writers.MetricWriter('run', total_steps=2)\n"
+             "w.write_scalars(1, {'train/loss': 1.0})\n"
+             "w.write_images(1, {'eval/grid': np.zeros((4, 6, 3), np.uint8)})\nw.close()\n"
+             "print('torch' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ["False"]
+  assert any((tmp_path / "run" / "tensorboard").iterdir())
 
 
 def test_console_line_has_progress_and_eta():

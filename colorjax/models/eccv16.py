@@ -237,7 +237,8 @@ def variables_from_torch(state_dict: Mapping[str, np.ndarray], width: float = 1.
         f"{source}: model_out.weight * 110 is not the ECCV16 ab bin table in the official order "
         f"({len(bad)} of {color.Q} bins differ, e.g. {examples})")
 
-  f32 = lambda a: jnp.asarray(np.asarray(a, np.float32))
+  # device_put, not jnp.asarray: the latter compiles a program per array shape.
+  f32 = lambda a: jax.device_put(np.asarray(a, np.float32))
   params, batch_stats = {}, {}
   for prefix, name, kind, _ in _torch_layout(width):
     if kind == "bn":
