@@ -135,21 +135,23 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
             torch_adam: str = "auto") -> dict:
   """Runs the comparison and returns its results (also printed)."""
   import torch  # pylint: disable=g-import-not-at-top
+  from colorjax import bench  # pylint: disable=g-import-not-at-top
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   torch.set_num_threads(cores)
   config = colorjax_config(model, size, batch, overrides or {})
   rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
 
   cj_step, compile_s = make_colorjax_step(config)
-  cj_step(rgb)  # warm-up
+  for _ in range(bench.WARMUP_STEPS):  # both sides: two untimed steps
+    cj_step(rgb)
   formats = {"nchw": False, "channels_last": True}
   adams = {"for-loop": False, "fused": True}
   variants = [(f, a) for f in (formats if torch_format == "auto" else [torch_format])
               for a in (adams if torch_adam == "auto" else [torch_adam])]
   candidates = {v: make_torch_step(model, size, formats[v[0]], adams[v[1]]) for v in variants}
   for step in candidates.values():
-    step(rgb)  # warm-up (oneDNN primitive creation)
-    step(rgb)
+    for _ in range(bench.WARMUP_STEPS):  # oneDNN primitive creation
+      step(rgb)
   if len(candidates) > 1:
     trial = {v: min(_time(step, rgb, 1) for _ in range(2)) for v, step in candidates.items()}
     variant = min(trial, key=trial.get)
