@@ -142,7 +142,7 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
 
   cj_step, compile_s = make_colorjax_step(config)
-  for _ in range(bench.WARMUP_STEPS):  # both sides: two untimed steps
+  for _ in range(bench.WARMUP_STEPS):  # both sides: the same untimed steps
     cj_step(rgb)
   formats = {"nchw": False, "channels_last": True}
   adams = {"for-loop": False, "fused": True}

@@ -140,10 +140,10 @@ def _eval_benchmark(config, setup, state, mesh, steps: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
-# The first two steps page-fault in their buffers while the heap grows to its steady size
-# (ECCV16, 128 px, batch 8: ~224k minor faults in the second step, none from the third on, with
-# freed memory retained); timing them would put that one-off cost into the spread.
-WARMUP_STEPS = 2
+# The first steps page-fault in their buffers while the retained heap grows to its steady size
+# (ECCV16, 128 px, batch 8, freed memory retained: ~249k, ~1k and ~232k minor faults in steps
+# 1-3, none from step 4 on); timing them would put that one-off cost into the spread.
+WARMUP_STEPS = 3
 
 
 def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: bool = True,
