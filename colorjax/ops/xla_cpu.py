@@ -79,12 +79,15 @@ def step_compiler_options(remat: bool, backend: str | None = None) -> dict[str, 
     return {}
   # XLA:CPU's YNNPACK fusions of a dot with its neighbours put the compiled tiny ECCV16 step's
   # gradient norm 0.7% off the same step with XLA's own convs (jax 0.10.2, tests/conv_test.py).
-  # Single dots and convolutions stay on YNNPACK: with every YNN fusion off the step is exact
-  # too, but its reduction order moved multi-process losses 1.7e-5 (tests/launch_test.py).
+  # Single dots, convolutions and reductions stay on YNNPACK, and the step is exact with them.
+  # The reductions matter: without them the pix2pix step (128 px, batch 4) took 2.20 s instead
+  # of 1.32 s (1.24 s with every YNN fusion). With every YNN fusion off the step is exact too,
+  # but its reduction order moved multi-process losses 1.7e-5 (tests/launch_test.py).
   options: dict[str, str | bool] = {
       "xla_cpu_copy_insertion_use_region_analysis": True,
       "xla_cpu_experimental_ynn_fusion_type":
-          "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+          "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
+          "LIBRARY_FUSION_TYPE_REDUCE"}
   if remat:
     options["xla_disable_hlo_passes"] = "cse_barrier_expander"
   return options
