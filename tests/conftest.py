@@ -10,9 +10,15 @@ import tempfile
 # faster; XLA's HLO passes and the library calls (oneDNN/YNNPACK convolutions and dots) are the
 # same, and so are the results (train_golden_test pins them). The fully optimised build runs in
 # CI's main job (`colorjax train` + `colorize`) and in the benchmarks. A level already set wins.
+# Level 0 has one known cost: on some CPUs (seen on an AMD EPYC with AVX-512, jax 0.10.2) a train
+# step compiled at level 0 with XLA:CPU's YNNPACK dot or reduce fusions computes wrong gradients
+# (the tiny ECCV16 step's gradient norm 0.7% off; two-process losses 1.7e-5 off), while levels
+# 1-3 are exact there. Tests that compare two programs to float rounding therefore compile their
+# train steps at XLA's default level, as users' are: `users_codegen()`, `users_env()`.
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_backend_optimization_level" not in _flags:
-  _flags += " --xla_backend_optimization_level=0"
+  _flags += " " + FAST_COMPILE_FLAG
 os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One compilation cache for the whole run (subprocesses included): many tests compile the same
@@ -22,6 +28,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+import contextlib  # noqa: E402
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import struct  # noqa: E402
@@ -37,6 +44,31 @@ import pytest  # noqa: E402
 # way; the launched runs and the README's commands (subprocesses) keep Orbax's default.
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+XLA_DEFAULT_OPTIMIZATION_LEVEL = 3
+
+
+@contextlib.contextmanager
+def users_codegen():
+  """Train steps built inside compile at XLA's default optimization level, as outside tests."""
+  from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+  suite_options = xla_cpu.step_compiler_options
+
+  def users_options(remat, backend=None):
+    options = suite_options(remat, backend)
+    return {**options, "xla_backend_optimization_level": XLA_DEFAULT_OPTIMIZATION_LEVEL} \
+        if options else options
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(xla_cpu, "step_compiler_options", users_options)
+    yield
+
+
+def users_env(env: dict[str, str]) -> dict[str, str]:
+  """`env` for a subprocess whose programs compile as users' do (without FAST_COMPILE_FLAG)."""
+  flags = env.get("XLA_FLAGS", "").split()
+  return {**env, "XLA_FLAGS": " ".join(f for f in flags if f != FAST_COMPILE_FLAG)}
+
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS_DIR = REPO_ROOT / "colorjax" / "assets" / "photos"

@@ -72,8 +72,9 @@ def _same_global_batch_losses(prior_file: pathlib.Path, steps: int = STEPS) -> d
   assert mesh.devices.size == NUM_PROCESSES * DEVICES_PER_PROCESS
   train_source, _ = train.create_sources(config.data)
   weights = color.rebalance_weights(prior.load_prior(prior_file), config.loss.rebalance_lambda)
-  trainer = train.build(config, mesh, np.asarray(weights))
-  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
+  with conftest.users_codegen():  # as the launched runs compile (`_launch`)
+    trainer = train.build(config, mesh, np.asarray(weights))
+    state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   d = config.data
   # What train.train_iterator_from_config builds in process p of NUM_PROCESSES.
   iterators = [
@@ -102,7 +103,7 @@ def _launch(workdir: pathlib.Path, prior_file: pathlib.Path, steps: int, log: pa
           f"PYTHON={sys.executable}", f"train.steps={steps}"]
   args += [f"{k}={v}" for k, v in _overrides(prior_file).items()]
   with open(log, "ab") as out:
-    return subprocess.Popen(args, cwd=REPO, env=_clean_env(), stdout=out,
+    return subprocess.Popen(args, cwd=REPO, env=conftest.users_env(_clean_env()), stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
