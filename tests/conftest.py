@@ -33,6 +33,7 @@ import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import struct  # noqa: E402
 
+from absl import logging as absl_logging  # noqa: E402
 import jax  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 import pytest  # noqa: E402
@@ -42,8 +43,14 @@ import pytest  # noqa: E402
 # compilations per new model. One replica writing each whole array (Orbax's default on GPUs)
 # saves the same values, and every restore reads them the same. Tests in this process save that
 # way; the launched runs and the README's commands (subprocesses) keep Orbax's default.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+# (Orbax logs every override as a warning; this one is deliberate.)
+_verbosity = absl_logging.get_verbosity()
+absl_logging.set_verbosity(absl_logging.ERROR)
+try:
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+finally:
+  absl_logging.set_verbosity(_verbosity)
 
 XLA_DEFAULT_OPTIMIZATION_LEVEL = 3
 
