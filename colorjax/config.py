@@ -377,13 +377,9 @@ def _validate_gan_and_semantic(config: ml_collections.ConfigDict) -> None:
   if m.semantic_fusion == "input" and m.semantic_backbone not in ("", "vgg16", "resnet18"):
     raise ValueError(f"config key model.semantic_fusion='input' needs a 'vgg16' or 'resnet18' "
                      f"backbone, got {m.semantic_backbone!r}")
-  if m.semantic_backbone == "inception_v3":
-    if m.semantic_width != 1.0:
-      raise ValueError(f"config key model.semantic_width={m.semantic_width}: inception_v3 has "
-                       "the full width only")
-    if m.semantic_input_size < 75:
-      raise ValueError(f"config key model.semantic_input_size={m.semantic_input_size} must be "
-                       ">= 75 for inception_v3 (299 in report 001)")
+  if m.semantic_backbone == "inception_v3" and m.semantic_input_size < 75:
+    raise ValueError(f"config key model.semantic_input_size={m.semantic_input_size} must be "
+                     ">= 75 for inception_v3 (299 in report 001)")
   if m.semantic_weights and not m.semantic_backbone:
     raise ValueError("config key model.semantic_weights is set but model.semantic_backbone is ''")
   if m.semantic_weights and m.semantic_width != 1.0:

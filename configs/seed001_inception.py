@@ -21,7 +21,7 @@ to 299x299 (bilinear), the classifier's input (not its 1000 class scores); RMSPr
 defaults (lr 1e-3, rho 0.9, eps 1e-7: `optimizer.name='rmsprop'`); 5,000 steps; L normalised
 to [-1, 1]; augmentations as model 1 (rotation ±10°, blur sigma up to 1 px, a 32-px cutout).
 
-Variants: `tiny` (tests: 32 px, fusion ngf 4, the full InceptionV3 on 75x75, 4 steps), `bf16`
+Variants: `tiny` (tests: 32 px, fusion ngf 4, InceptionV3 width 1/16 on 75x75, 4 steps), `bf16`
 (the encoder-decoder; InceptionV3 computes in float32).
 
   colorjax train --config seed001_inception --workdir /tmp/seed001m3 \\
@@ -49,6 +49,7 @@ def fusion_config(backbone: str, input_size: int):
 
 def _tiny(c):
   _MODEL1.tiny(c)
+  c.model.semantic_width = 1 / 16
   c.model.semantic_input_size = 75  # the smallest input InceptionV3's valid convolutions take
 
 

@@ -86,7 +86,8 @@ def test_report001_model_keys_are_validated():
 
   fails("seed001_inception", {"model.semantic_backbone": ""}, "model.semantic_backbone")
   fails("seed001_inception", {"model.semantic_input_size": "64"}, "model.semantic_input_size")
-  fails("seed001_inception", {"model.semantic_width": "0.5"}, "model.semantic_width")
+  fails("seed001_inception", {"model.semantic_width": "0.5", "model.semantic_weights": "/x.pth"},
+        "model.semantic_width")
   fails("seed001_vgg16", {"model.semantic_backbone": "efficientnet_b0"}, "model.semantic_backbone")
   fails("seed001_efficientnet", {"model.semantic_fusion": "input"}, "model.semantic_fusion")
   fails("seed001_efficientnet", {"model.output": "bins", "loss.kind": "soft_ce"}, "model.output")

@@ -276,6 +276,30 @@ def test_param_count_matches_torch_and_published_figure(reference):
   assert flax_count == FID_INCEPTION_PARAMS
 
 
+def test_width_divides_every_channel_count_of_the_reference_layout():
+  """A width-1/16 InceptionV3 (tiny random test backbones): every InceptionV3 channel count is a
+  multiple of 16, so each conv of the torch layout has exactly 1/16 of its inputs and outputs."""
+  from colorjax.models import semantic  # pylint: disable=g-import-not-at-top
+  width = 1 / 16
+  with torch.device("meta"):
+    state = TorchFidInception(tf_pooling=False).state_dict()
+  want = {key.removesuffix(".conv.weight"): (kh, kw, 3 if cin == 3 else cin // 16, cout // 16)
+          for key, (cout, cin, kh, kw) in ((k, v.shape) for k, v in state.items()
+                                           if k.endswith(".conv.weight"))}
+  backbone = semantic.create_semantic_backbone("inception_v3", width)
+  x = jax.ShapeDtypeStruct((2, inception.MIN_INPUT_SIZE, inception.MIN_INPUT_SIZE, 3), np.float32)
+  (embedding, _), variables = jax.eval_shape(
+      lambda x: backbone.init_with_output(jax.random.key(0), x, method="features"), x)
+  got = {".".join(k.key for k in path[:-2]): leaf.shape
+         for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
+         if path[-1].key == "kernel"}
+  assert got == want
+  # Mixed_7c concatenates 320 + 2 x 384 + 2 x 384 + 192 channels.
+  assert embedding.shape == (2, (320 + 4 * 384 + 192) // 16) == \
+      (2, semantic.embedding_size("inception_v3", width))
+  assert semantic.embedding_size("inception_v3") == inception.FEATURE_DIM == 2048
+
+
 def test_pool3_features_match_pytorch(reference):
   model, variables = reference
   images = random_images(seed=3)

@@ -15,7 +15,8 @@ plus an unused 1008-way `fc.*`). A torchvision `inception_v3` state_dict has the
 torchvision's pooling, so distances computed with it are not FID as published anywhere.
 
 Used as FID's feature network (`colorjax.fid`) and, with torchvision's pooling
-(`tf_pooling=False`), as a semantic backbone (`colorjax.models.semantic`).
+(`tf_pooling=False`), as a semantic backbone (`colorjax.models.semantic`). `width` scales every
+channel count (tiny random test backbones only; FID and the weight files are full width).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ INPUT_SIZE = 299
 MIN_INPUT_SIZE = 75
 """The smallest input the network's strides and valid convolutions accept."""
 FEATURE_DIM = 2048
+"""Size of the pool3 embedding at full width (Mixed_7c's 320 + 2 x 768 + 192 channels)."""
 BN_EPSILON = 1e-3
 
 _IGNORED_PREFIXES = ("fc.", "AuxLogits.")
@@ -43,19 +45,31 @@ _IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 Padding = tuple[int, int]
 
 
+def _scaled(channels: int, width: float) -> int:
+  return max(1, int(round(channels * width)))
+
+
+def embedding_size(width: float = 1.0) -> int:
+  """Channels of the pool3 embedding at multiplier `width` (Mixed_7c's concatenated branches)."""
+  return _scaled(320, width) + 4 * _scaled(384, width) + _scaled(192, width)
+
+
 class BasicConv(nn.Module):
-  """Conv (no bias) -> BatchNorm(eps 1e-3, running stats) -> ReLU; torchvision's BasicConv2d."""
+  """Conv (no bias) -> BatchNorm(eps 1e-3, running stats) -> ReLU; torchvision's BasicConv2d
+  with `features` scaled by `width`."""
   features: int
   kernel: tuple[int, int]
   strides: int = 1
   padding: Padding = (0, 0)
   precision: Any = jax.lax.Precision.HIGHEST
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x_BHWC):
     ph, pw = self.padding
-    x = nn.Conv(self.features, self.kernel, strides=self.strides, padding=((ph, ph), (pw, pw)),
-                use_bias=False, precision=self.precision, name="conv")(x_BHWC)
+    x = nn.Conv(_scaled(self.features, self.width), self.kernel, strides=self.strides,
+                padding=((ph, ph), (pw, pw)), use_bias=False, precision=self.precision,
+                name="conv")(x_BHWC)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="bn")(x)
     return nn.relu(x)
 
@@ -80,10 +94,11 @@ class InceptionA(nn.Module):
   pool_features: int
   precision: Any = jax.lax.Precision.HIGHEST
   tf_pooling: bool = True
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(BasicConv, precision=self.precision)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
     b1 = conv(64, (1, 1), name="branch1x1")(x)
     b5 = conv(48, (1, 1), name="branch5x5_1")(x)
     b5 = conv(64, (5, 5), padding=(2, 2), name="branch5x5_2")(b5)
@@ -98,10 +113,11 @@ class InceptionA(nn.Module):
 class InceptionB(nn.Module):
   """Mixed_6a, the 35 -> 17 reduction: 3x3/2 | 1x1-3x3-3x3/2 | maxpool/2."""
   precision: Any = jax.lax.Precision.HIGHEST
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(BasicConv, precision=self.precision)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
     b3 = conv(384, (3, 3), strides=2, name="branch3x3")(x)
     bd = conv(64, (1, 1), name="branch3x3dbl_1")(x)
     bd = conv(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
@@ -114,10 +130,11 @@ class InceptionC(nn.Module):
   channels_7x7: int
   precision: Any = jax.lax.Precision.HIGHEST
   tf_pooling: bool = True
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(BasicConv, precision=self.precision)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
     c7 = self.channels_7x7
     row, col = dict(kernel=(1, 7), padding=(0, 3)), dict(kernel=(7, 1), padding=(3, 0))
     b1 = conv(192, (1, 1), name="branch1x1")(x)
@@ -136,10 +153,11 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
   """Mixed_7a, the 17 -> 8 reduction: 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool/2."""
   precision: Any = jax.lax.Precision.HIGHEST
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(BasicConv, precision=self.precision)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
     b3 = conv(192, (1, 1), name="branch3x3_1")(x)
     b3 = conv(320, (3, 3), strides=2, name="branch3x3_2")(b3)
     b7 = conv(192, (1, 1), name="branch7x7x3_1")(x)
@@ -154,10 +172,11 @@ class InceptionE(nn.Module):
   pool: str = "avg"
   precision: Any = jax.lax.Precision.HIGHEST
   tf_pooling: bool = True
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(BasicConv, precision=self.precision)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
     row, col = dict(kernel=(1, 3), padding=(0, 1)), dict(kernel=(3, 1), padding=(1, 0))
     b1 = conv(320, (1, 1), name="branch1x1")(x)
     b3 = conv(384, (1, 1), name="branch3x3_1")(x)
@@ -185,17 +204,21 @@ class InceptionV3(nn.Module):
   torchvision `inception_v3` state_dict, which report 001's model 3 uses as a frozen backbone
   (`features`: sRGB in [0, 1] -> 2x - 1, which is what torchvision's `transform_input` of the
   pretrained weights makes of its ImageNet-normalised input).
+
+  `width` scales every channel count, giving `embedding_size(width)` features: only for random
+  test backbones, as the weight files are full width.
   """
   precision: Any = jax.lax.Precision.HIGHEST
   tf_pooling: bool = True
+  width: float = 1.0
 
   @nn.compact
   def __call__(self, x_BHW3):
     if x_BHW3.ndim != 4 or x_BHW3.shape[-1] != 3 or min(x_BHW3.shape[1:3]) < MIN_INPUT_SIZE:
       raise ValueError(f"InceptionV3: expected (B, H, W, 3) with H, W >= {MIN_INPUT_SIZE}, "
                        f"got {x_BHW3.shape}")
-    conv = functools.partial(BasicConv, precision=self.precision)
-    p = dict(precision=self.precision, tf_pooling=self.tf_pooling)
+    conv = functools.partial(BasicConv, precision=self.precision, width=self.width)
+    p = dict(precision=self.precision, tf_pooling=self.tf_pooling, width=self.width)
     x = conv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x_BHW3)
     x = conv(32, (3, 3), name="Conv2d_2a_3x3")(x)
     x = conv(64, (3, 3), padding=(1, 1), name="Conv2d_2b_3x3")(x)
@@ -206,12 +229,12 @@ class InceptionV3(nn.Module):
     x = InceptionA(32, **p, name="Mixed_5b")(x)
     x = InceptionA(64, **p, name="Mixed_5c")(x)
     x = InceptionA(64, **p, name="Mixed_5d")(x)
-    x = InceptionB(precision=self.precision, name="Mixed_6a")(x)
+    x = InceptionB(precision=self.precision, width=self.width, name="Mixed_6a")(x)
     x = InceptionC(128, **p, name="Mixed_6b")(x)
     x = InceptionC(160, **p, name="Mixed_6c")(x)
     x = InceptionC(160, **p, name="Mixed_6d")(x)
     x = InceptionC(192, **p, name="Mixed_6e")(x)
-    x = InceptionD(precision=self.precision, name="Mixed_7a")(x)
+    x = InceptionD(precision=self.precision, width=self.width, name="Mixed_7a")(x)
     x = InceptionE("avg", **p, name="Mixed_7b")(x)
     x = InceptionE("max" if self.tf_pooling else "avg", **p, name="Mixed_7c")(x)
     return jnp.mean(x, axis=(1, 2))

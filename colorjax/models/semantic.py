@@ -64,14 +64,12 @@ def scaled_widths(name: str, width: float) -> tuple[int, ...]:
 def create_semantic_backbone(name: str, width: float = 1.0, dtype: Any = None) -> nn.Module:
   """The backbone `name` (one of BACKBONES) at channel multiplier `width`, no classifier.
 
-  InceptionV3 has the full width only (`width` must be 1.0) and computes in float32.
+  InceptionV3 computes in float32.
   """
   if name not in BACKBONES:
     raise ValueError(f"unknown semantic backbone {name!r}: use one of {list(BACKBONES)}")
   if name == "inception_v3":
-    if width != 1.0:
-      raise ValueError(f"the inception_v3 backbone has no width multiplier, got {width}")
-    return inception.InceptionV3(precision=None, tf_pooling=False)
+    return inception.InceptionV3(precision=None, tf_pooling=False, width=width)
   if name == "efficientnet_b0":
     return efficientnet.EfficientNetB0(width=width, dtype=dtype)
   return backbones.create_backbone(name, widths=scaled_widths(name, width), dtype=dtype)
@@ -81,7 +79,7 @@ def embedding_size(name: str, width: float = 1.0) -> int:
   """Size C of the backbone's pooled embedding (512 for ResNet-18 and VGG16 at full width,
   2048 for InceptionV3, 1280 for EfficientNet-B0)."""
   if name == "inception_v3":
-    return inception.FEATURE_DIM
+    return inception.embedding_size(width)
   if name == "efficientnet_b0":
     return efficientnet.embedding_size(width)
   return scaled_widths(name, width)[-1]
