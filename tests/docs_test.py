@@ -30,6 +30,7 @@ SUBSTITUTES = {"/data/imagenet_prepared": "prepared", "/data/imagenet": "my_phot
 TINY_MODEL = {"model.width": "0.0625", "model.ngf": "4", "data.crop_size": "32",
               "data.resize_size": "40", "data.eval_size": "32", "data.eval_images": "4",
               "train.batch_size": "8"}
+TINY_NETWORKS = {"model.width": "0.0625", "model.ngf": "4", "disc.ndf": "4"}
 TINY_TRAIN = {**TINY_MODEL, "train.steps": "2", "train.eval_every": "2",
               "train.checkpoint_every": "2", "train.log_every": "1"}
 
@@ -76,10 +77,13 @@ def _tiny_args(argv: list[str]) -> list[str]:
   if argv[:2] == ["colorjax", "bench"]:
     return ["--steps", "1", "--no-pipeline", *(f"--config.{k}={v}" for k, v in TINY_MODEL.items())]
   release_network = "--weights" in argv or "eccv16_model/" in argv  # at full width
-  if argv[:2] in (["colorjax", "eval"], ["colorjax", "colorize"]) and release_network:
+  if argv[:2] == ["colorjax", "colorize"] and release_network:
     return ["--size", "32"]
-  if argv[:3] == ["python", "-m", "benchmarks.compare"]:
-    return ["--size", "32", "--repeats", "1", "--batch", "2"]
+  if argv[:2] == ["colorjax", "eval"] and release_network:  # colorize's program (2 old_photos/)
+    return ["--size", "32", "--batch-size", "2"]
+  if argv[:3] == ["python", "-m", "benchmarks.compare"]:  # torch's networks follow the sizes
+    return ["--size", "32", "--repeats", "1", "--batch", "2",
+            *(f"--config.{k}={v}" for k, v in TINY_NETWORKS.items())]
   if argv[:2] == ["colorjax", "demo"]:
     with socket.socket() as s:  # a free port, not the example's
       s.bind(("127.0.0.1", 0))
