@@ -53,7 +53,8 @@ def test_narrower_models_have_the_same_parameters():
 
 def test_compare_times_both_sides_and_reports_the_ratio(capsys):
   result = compare.compare("pix2pix", 32, 2, repeats=2, torch_format="nchw", torch_adam="fused",
-                           overrides={"model.ngf": "4", "disc.ndf": "4"})
+                           overrides={"model.ngf": "4", "disc.ndf": "4",
+                                      "model.conv_impl": "xla"})
   assert result["torch"]["format"] == "nchw" and result["torch"]["adam"] == "fused"
   for side in ("colorjax", "torch"):
     rates = result["per_repeat_images_per_s"][side]
