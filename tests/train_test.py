@@ -364,9 +364,9 @@ def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config
   from colorjax.models import inception  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   shutil.copy(inception_pth, "inception.pth")
-  n = 4
+  n = 2  # FID's minimum: each image is three InceptionV3 inputs (truth, model, gray)
   c = config_lib.apply_overrides(tiny_config, {
-      "eval.fid_weights": "inception.pth", "eval.fid_batch_size": str(3 * n),
+      "eval.fid_weights": "inception.pth", "eval.fid_batch_size": "3",
       "data.eval_images": str(n), "train.eval_every": "2", "train.checkpoint_every": "2",
       "train.keep_checkpoints": "1", "train.samples": "0",
       "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
@@ -405,7 +405,7 @@ def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config
   colorizer = inference.Colorizer(*checkpoint.load_model("workdir", step=4))
   colorized = [colorization.colorize(rgb, colorizer) for rgb in truths]
   features = fid.pool3_features(inception.load_inception("inception.pth"), truths + colorized,
-                                 batch_size=3 * n)  # one call of the shape the eval compiled
+                                 batch_size=3)  # calls of the shape the eval compiled
   assert rows[4]["eval/model/fid"] == pytest.approx(
       fid.fid_from_features(features[:n], features[n:]), rel=1e-3)
 
