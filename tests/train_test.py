@@ -102,7 +102,8 @@ def test_resume_gives_the_same_losses_and_restores_onto_one_device(tiny_config, 
   # An 8-device checkpoint restores onto a 1-device mesh.
   mesh1 = sharding.create_mesh(1)
   setup = train.create_setup(c, None)
-  state, shardings = train.create_state(setup, c, mesh1)
+  state = jax.eval_shape(lambda: train.create_state(setup, c, mesh1)[0])
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh1), state)
   manager = checkpoint.create_manager(straight)
   restored, step = checkpoint.restore(manager, train.abstract_state(state, shardings))
   manager.close()
@@ -241,16 +242,29 @@ def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config
   assert logged[6]["train/loss"] != pytest.approx(per_step[5]["train/loss"], rel=1e-3)
 
 
-def test_nan_between_logs_stops_naming_its_step(tiny_config, photos_dir, tmp_path):
+def test_nan_between_logs_stops_naming_its_step(tiny_config, tmp_path):
   c = tiny_config
   c.optimizer.lr = 1e30
   c.optimizer.schedule = "constant"
-  losses, _, _ = _run_steps(c, _fixed_batch(photos_dir), 1, 3)
-  first_bad = 1 + next(i for i, loss in enumerate(losses) if not np.isfinite(loss))
   c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 5, 1000
-  assert first_bad < c.train.log_every, losses
-  with pytest.raises(train.NonFiniteLossError, match=rf"at step {first_bad} \(last finite at step {first_bad - 1}\)"):
+  with pytest.raises(train.NonFiniteLossError) as raised:
     train.train_and_evaluate(c, str(tmp_path))
+  # The first non-finite loss of the same steps (batches, prior and mesh) taken one at a time.
+  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
+                                    c.loss.rebalance_lambda)
+  mesh = sharding.create_mesh()
+  trainer = train.build(c, mesh, np.asarray(weights))
+  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
+  batches = train.train_iterator_from_config(c, train.create_sources(c.data)[0])
+  losses = []
+  for _ in range(c.train.log_every):
+    state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
+    losses.append(float(metrics["train/loss"]))
+    if not np.isfinite(losses[-1]):
+      break
+  first_bad = len(losses)
+  assert not np.isfinite(losses[-1]) and 1 < first_bad < c.train.log_every, losses
+  assert raised.match(rf"at step {first_bad} \(last finite at step {first_bad - 1}\)")
 
 
 def test_bad_config_key_names_the_key():
@@ -273,26 +287,46 @@ def test_batch_not_divisible_by_devices_fails_clearly(tiny_config, tmp_path):
 
 
 def test_sigterm_saves_and_a_rerun_resumes(tmp_path):
-  import os, signal, subprocess, sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  """`colorjax train` in this process, sent SIGTERM from outside the loop (a watcher thread) once
+  two steps are logged: it saves, returns 0 and puts the previous handler back; a rerun resumes."""
+  import os, signal, threading, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  from colorjax import cli  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "wd"
-  cmd = [sys.executable, "-m", "colorjax.cli", "train", "--config", "eccv16:tiny",
-         "--workdir", str(workdir), "--config.train.steps=400", "--config.train.eval_every=1000",
-         "--config.train.checkpoint_every=1000"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  args = ["--no-compile-cache", "train", "--config", "eccv16:tiny", "--workdir", str(workdir),
+          "--config.train.eval_every=1000"]
   metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 240
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=240)
-  assert proc.returncode == 0, out
+  done = threading.Event()
+
+  def terminate_after_two_logs():
+    deadline = time.time() + 240
+    while not done.is_set() and time.time() < deadline:
+      if metrics.exists() and metrics.read_text().count("\n") >= 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.05)
+
+  # A SIGTERM that the training loop does not handle lands here, not in pytest's default.
+  stray = []
+  stray_handler = lambda signum, frame: stray.append(signum)
+  previous = signal.signal(signal.SIGTERM, stray_handler)
+  watcher = threading.Thread(target=terminate_after_two_logs, daemon=True)
+  try:
+    watcher.start()
+    try:
+      assert cli.main(args + ["--config.train.steps=400",
+                              "--config.train.checkpoint_every=1000"]) == 0
+    finally:
+      done.set()
+      watcher.join()
+    assert signal.getsignal(signal.SIGTERM) is stray_handler
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert not stray
   manager = checkpoint.create_manager(workdir)
   saved = manager.latest_step()
   manager.close()
-  assert saved is not None and 2 <= saved < 400, out
-  subprocess.run(cmd[:-3] + [f"--config.train.steps={saved + 2}", "--config.train.eval_every=1000"],
-                 check=True, capture_output=True, env=os.environ)
+  assert saved is not None and 2 <= saved < 400
+  assert cli.main(args + [f"--config.train.steps={saved + 2}"]) == 0
   steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()
            if "train/loss" in json.loads(l)]
   assert steps[-1] == saved + 2 and sorted(set(steps)) == steps
