@@ -172,20 +172,34 @@ def test_remat_lowers_the_train_step_memory(tiny_config):
   assert temp_bytes(True) < 0.9 * temp_bytes(False)  # 0.81 at 32 px; 1.0 without the options
 
 
-def test_param_norm_is_logged_at_log_steps(tiny_config, tmp_path):
-  """train/param_norm is computed outside the step, from the state it returned (at step 1 while
-  step 2 runs on the donated state); at the last step it is the saved parameters' norm."""
-  c = tiny_config
-  c.train.steps, c.train.log_every, c.train.checkpoint_every = 3, 1, 1000
-  train.train_and_evaluate(c, str(tmp_path))
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def _logged_every_3_config():
+  c = config_lib.load_config(str(conftest.REPO_ROOT / "configs" / "eccv16.py") + ":tiny")
+  c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 6, 3, 1000, 1000
+  return c
+
+
+@pytest.fixture(scope="module")
+def logged_every_3_run(tmp_path_factory):
+  """(config, workdir) of a tiny run of 6 steps logged every 3 and saved at the end only; step 3's
+  log is read while step 4 runs, step 6's is the last step's (saved with it)."""
+  c = _logged_every_3_config()
+  workdir = tmp_path_factory.mktemp("logged_every_3")
+  train.train_and_evaluate(c, str(workdir))
+  return _logged_every_3_config(), workdir
+
+
+def test_param_norm_is_logged_at_log_steps(logged_every_3_run):
+  """train/param_norm is computed outside the step, from the state it returned (at step 3 while
+  step 4 runs on the donated state); at the last step it is the saved parameters' norm."""
+  _, workdir = logged_every_3_run
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   norms = {r["step"]: r["train/param_norm"] for r in rows if "train/param_norm" in r}
-  assert sorted(norms) == [1, 2, 3], norms
-  assert len(set(norms.values())) == 3 and all(np.isfinite(v) and v > 0 for v in norms.values())
-  _, variables = checkpoint.load_model(tmp_path, 3)
+  assert sorted(norms) == [3, 6], norms
+  assert len(set(norms.values())) == 2 and all(np.isfinite(v) and v > 0 for v in norms.values())
+  _, variables = checkpoint.load_model(workdir, 6)
   want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64))
                      for x in jax.tree.leaves(variables["params"])))
-  np.testing.assert_allclose(norms[3], want, rtol=1e-5)
+  np.testing.assert_allclose(norms[6], want, rtol=1e-5)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
@@ -215,13 +229,11 @@ def _train_rows(workdir):
   return {r["step"]: r for r in rows if "train/loss" in r}
 
 
-def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config, tmp_path):
-  c = tiny_config
-  c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 3, 1000
-  train.train_and_evaluate(c, str(tmp_path))
-  logged = _train_rows(tmp_path)
+def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(logged_every_3_run):
+  c, workdir = logged_every_3_run
+  logged = _train_rows(workdir)
   # Each step's own metrics, from the step on the same batches, prior and mesh.
-  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
+  weights = color.rebalance_weights(prior.load_prior(workdir / workdir_lib.PRIOR_FILE),
                                     c.loss.rebalance_lambda)
   mesh = sharding.create_mesh()
   trainer = train.build(c, mesh, np.asarray(weights))
