@@ -131,6 +131,20 @@ def test_corrupt_image_is_skipped_and_counted(tiny_config, photos_dir, tmp_path)
   assert max(r.get("data/skipped", 0) for r in rows) >= 1
 
 
+def test_log_schedule_is_the_smallest_with_the_same_logged_steps():
+  assert train.log_schedule((1, 1000, 2), 4) == ((1,), 0)
+  assert train.log_schedule((2, 1000, 3), 7) == ((2, 3), 7)
+  assert train.log_schedule((5, 1000, 1000), 6) == ((5,), 6)
+  assert train.log_schedule((3, 1000, 1000), 6) == ((3, 1000), 0)
+  naive = lambda every, last, step: step == last or any(step % e == 0 for e in every)
+  for every, last in (((2, 1000, 3), 7), ((4, 6, 8), 12), ((1, 5, 5), 9), ((3, 9, 10), 10)):
+    setup = dataclasses.replace(train.create_setup(config_lib.load_config("eccv16:tiny"), None),
+                                **dict(zip(("logged_every", "last_step"),
+                                           train.log_schedule(every, last))))
+    assert [train._is_logged(setup, s) for s in range(1, last + 1)] == [  # pylint: disable=protected-access
+        naive(every, last, s) for s in range(1, last + 1)], (every, last)
+
+
 def test_gradient_norm_is_computed_at_logged_steps_only(tiny_config, photos_dir):
   c = tiny_config
   c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 7, 2, 1000, 3
