@@ -13,6 +13,8 @@ times `--steps` steps of one side then of the other, alternating which goes firs
 the same machine load; the ratio is reported as the median of the per-repeat ratios (robust to
 load that changes between repeats) beside the ratio of the medians, with the CPU seconds each
 side's step consumed (both use all cores; on a loaded machine wall time is what the load left).
+`--config.KEY=VALUE` overrides colorjax's recipe; the torch network follows its size
+(`model.width` for ECCV16, `model.ngf` and `disc.ndf` for pix2pix).
 """
 from __future__ import annotations
 
@@ -76,12 +78,16 @@ def make_colorjax_step(config) -> tuple[Callable[[np.ndarray], object], float]:
   return run, compile_s
 
 
-def make_torch_step(model: str, size: int, channels_last: bool,
+def make_torch_step(model: str, config, channels_last: bool,
                     fused_adam: bool = False) -> Callable[[np.ndarray], object]:
+  """The torch step of the network `config` describes (its width, or its ngf and ndf)."""
   from benchmarks import torch_models  # pylint: disable=g-import-not-at-top
   if model == "eccv16":
-    return torch_models.make_eccv16_step(channels_last=channels_last, fused_adam=fused_adam)
-  return torch_models.make_pix2pix_step(size, channels_last=channels_last, fused_adam=fused_adam)
+    return torch_models.make_eccv16_step(width=config.model.width, channels_last=channels_last,
+                                         fused_adam=fused_adam)
+  return torch_models.make_pix2pix_step(config.data.crop_size, ngf=config.model.ngf,
+                                        ndf=config.disc.ndf, n_layers=config.disc.n_layers,
+                                        channels_last=channels_last, fused_adam=fused_adam)
 
 
 def _process_counters() -> dict[str, float]:
@@ -148,7 +154,8 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   adams = {"for-loop": False, "fused": True}
   variants = [(f, a) for f in (formats if torch_format == "auto" else [torch_format])
               for a in (adams if torch_adam == "auto" else [torch_adam])]
-  candidates = {v: make_torch_step(model, size, formats[v[0]], adams[v[1]]) for v in variants}
+  candidates = {v: make_torch_step(model, config, formats[v[0]], adams[v[1]])
+                for v in variants}
   for step in candidates.values():
     for _ in range(bench.WARMUP_STEPS):  # oneDNN primitive creation
       step(rgb)

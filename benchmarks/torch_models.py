@@ -23,6 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from colorjax import color
+from colorjax.models import eccv16
 
 # ------------------------------------------------------------------------------------------------
 # Color (the formulas of colorjax.color, in torch)
@@ -59,22 +60,25 @@ def _conv_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> list[
 
 
 class ECCV16Torch(nn.Module):
-  """The ECCV16 network of the public release: normalised L (B,1,H,W) -> 313 logits at H/4."""
+  """The ECCV16 network of the public release: normalised L (B,1,H,W) -> 313 logits at H/4;
+  `width` scales every hidden layer's channels as colorjax's `ECCV16(width)` does."""
 
-  def __init__(self):
+  def __init__(self, width: float = 1.0):
     super().__init__()
     layers: list[nn.Module] = []
     cin = 1
     # (channels, convs, stride of the last conv, dilation), as colorjax.models.eccv16._BLOCKS.
-    for channels, n_convs, stride, dilation in ((64, 2, 2, 1), (128, 2, 2, 1), (256, 3, 2, 1),
-                                                (512, 3, 1, 1), (512, 3, 1, 2), (512, 3, 1, 2),
-                                                (512, 3, 1, 1)):
+    for base, n_convs, stride, dilation in ((64, 2, 2, 1), (128, 2, 2, 1), (256, 3, 2, 1),
+                                            (512, 3, 1, 1), (512, 3, 1, 2), (512, 3, 1, 2),
+                                            (512, 3, 1, 1)):
+      channels = eccv16.scaled_channels(base, width)
       for i in range(n_convs):
         layers += _conv_relu(cin, channels, stride if i == n_convs - 1 else 1, dilation)
         cin = channels
       layers.append(nn.BatchNorm2d(channels))
-    layers += [nn.ConvTranspose2d(512, 256, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-               *_conv_relu(256, 256), *_conv_relu(256, 256), nn.Conv2d(256, color.Q, 1)]
+    up = eccv16.scaled_channels(256, width)
+    layers += [nn.ConvTranspose2d(cin, up, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+               *_conv_relu(up, up), *_conv_relu(up, up), nn.Conv2d(up, color.Q, 1)]
     self.net = nn.Sequential(*layers)
 
   def forward(self, l_norm_B1HW: torch.Tensor) -> torch.Tensor:
@@ -187,12 +191,12 @@ def _input(x_BCHW: torch.Tensor, channels_last: bool) -> torch.Tensor:
                            else torch.contiguous_format)
 
 
-def make_eccv16_step(class_weights_Q: np.ndarray | None = None, *, lr: float = 3e-5,
-                     channels_last: bool = False, fused_adam: bool = False, seed: int = 0
-                     ) -> Callable[[np.ndarray], float]:
+def make_eccv16_step(class_weights_Q: np.ndarray | None = None, *, width: float = 1.0,
+                     lr: float = 3e-5, channels_last: bool = False, fused_adam: bool = False,
+                     seed: int = 0) -> Callable[[np.ndarray], float]:
   """The ECCV16 train step: `step(rgb_uint8_BHW3) -> loss`, updating the model in place."""
   torch.manual_seed(seed)
-  model = _to_format(ECCV16Torch(), channels_last).train()
+  model = _to_format(ECCV16Torch(width), channels_last).train()
   opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-3,
                          fused=fused_adam or None)
   weights = torch.tensor(np.ones(color.Q, np.float32) if class_weights_Q is None

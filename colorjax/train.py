@@ -19,7 +19,7 @@ import logging
 import math
 import signal
 import threading
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from clu import metrics as clu_metrics
 import flax
@@ -140,8 +140,8 @@ class Setup:
   class_weights: np.ndarray  # (313,) rebalancing weights (soft_ce only)
   perceptual: nn.Module | None = None
   initial: Mapping[str, Pretrained] = dataclasses.field(default_factory=dict)
-  # The steps whose metrics the loop logs: multiples of these, and `last_step`. Gradient norms
-  # are computed at those steps only (see `_gradient_norm`).
+  # The steps whose metrics the loop logs: multiples of these, and `last_step` (0: none; see
+  # `log_schedule`). Gradient norms are computed at those steps only (see `_gradient_norm`).
   logged_every: tuple[int, ...] = (1,)
   last_step: int = 0
 
@@ -178,9 +178,18 @@ def create_setup(config: ml_collections.ConfigDict, class_weights: np.ndarray | 
                ml_collections.FrozenConfigDict(config.loss),
                float(opt.ema_decay), np.asarray(class_weights, np.float32),
                perceptual_net, initial,
-               logged_every=(config.train.log_every, config.train.eval_every,
-                             config.train.checkpoint_every),
-               last_step=config.train.steps)
+               *log_schedule((config.train.log_every, config.train.eval_every,
+                              config.train.checkpoint_every), config.train.steps))
+
+
+def log_schedule(every: Sequence[int], last_step: int) -> tuple[tuple[int, ...], int]:
+  """(logged_every, last_step) of `Setup` for a loop that logs the multiples of each of `every`
+  and `last_step`, in its smallest form: multiples of a smaller period dropped, and `last_step`
+  0 when a period divides it. Runs that log at the same steps then trace one and the same step
+  (with log_every=1, a run of 2 steps and its resume to 4 compile once)."""
+  periods = sorted(set(every))
+  minimal = tuple(e for e in periods if not any(e % d == 0 for d in periods if d < e))
+  return minimal, 0 if any(last_step % e == 0 for e in minimal) else last_step
 
 
 def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Pretrained]:

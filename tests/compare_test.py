@@ -7,9 +7,10 @@ from benchmarks import compare, torch_models
 from colorjax import sharding, train
 
 
-def _colorjax_param_counts(model: str, size: int) -> dict[str, int]:
+def _colorjax_param_counts(model: str, size: int,
+                           overrides: dict[str, str] | None = None) -> dict[str, int]:
   """Trained parameters of G and D (ECCV16's frozen 313 -> 2 decode layer is inference-only)."""
-  config = compare.colorjax_config(model, size, 2, {})
+  config = compare.colorjax_config(model, size, 2, overrides or {})
   setup = train.create_setup(config, None)
   mesh = sharding.create_mesh(1)
   state = jax.eval_shape(lambda: train.create_state(setup, config, mesh)[0])
@@ -41,9 +42,19 @@ def test_eccv16_models_have_the_same_parameters():
   assert "disc" not in counts
 
 
+def test_narrower_models_have_the_same_parameters():
+  """The sizes `--config.` overrides give colorjax's networks, as compare builds them in torch."""
+  eccv16 = _colorjax_param_counts("eccv16", 32, {"model.width": "0.0625"})
+  assert eccv16["gen"] == _torch_param_count(torch_models.ECCV16Torch(0.0625))
+  pix2pix = _colorjax_param_counts("pix2pix", 32, {"model.ngf": "4", "disc.ndf": "4"})
+  assert pix2pix["gen"] == _torch_param_count(torch_models.UNetTorch(5, 4))
+  assert pix2pix["disc"] == _torch_param_count(torch_models.PatchGANTorch(3, 4, 3))
+
+
 def test_compare_times_both_sides_and_reports_the_ratio(capsys):
-  result = compare.compare("pix2pix", 32, 2, repeats=2, torch_format="nchw",
-                           torch_adam="fused")
+  result = compare.compare("pix2pix", 32, 2, repeats=2, torch_format="nchw", torch_adam="fused",
+                           overrides={"model.ngf": "4", "disc.ndf": "4",
+                                      "model.conv_impl": "xla"})
   assert result["torch"]["format"] == "nchw" and result["torch"]["adam"] == "fused"
   for side in ("colorjax", "torch"):
     rates = result["per_repeat_images_per_s"][side]

@@ -27,9 +27,13 @@ from colorjax import cli
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RELEASE_WEIGHTS = ("colorization_release_v2-9b330a0b.pth", "eccv16.pth")
 SUBSTITUTES = {"/data/imagenet_prepared": "prepared", "/data/imagenet": "my_photos"}
+# XLA's own convolutions: on CPU a tiny step compiles 2-3x faster than with the default lowering,
+# and these tests are about the commands, not the convolutions.
+FAST_COMPILE = {"model.conv_impl": "xla"}
 TINY_MODEL = {"model.width": "0.0625", "model.ngf": "4", "data.crop_size": "32",
               "data.resize_size": "40", "data.eval_size": "32", "data.eval_images": "4",
-              "train.batch_size": "8"}
+              "train.batch_size": "8", **FAST_COMPILE}
+TINY_NETWORKS = {"model.width": "0.0625", "model.ngf": "4", "disc.ndf": "4", **FAST_COMPILE}
 TINY_TRAIN = {**TINY_MODEL, "train.steps": "2", "train.eval_every": "2",
               "train.checkpoint_every": "2", "train.log_every": "1"}
 
@@ -76,10 +80,13 @@ def _tiny_args(argv: list[str]) -> list[str]:
   if argv[:2] == ["colorjax", "bench"]:
     return ["--steps", "1", "--no-pipeline", *(f"--config.{k}={v}" for k, v in TINY_MODEL.items())]
   release_network = "--weights" in argv or "eccv16_model/" in argv  # at full width
-  if argv[:2] in (["colorjax", "eval"], ["colorjax", "colorize"]) and release_network:
+  if argv[:2] == ["colorjax", "colorize"] and release_network:
     return ["--size", "32"]
-  if argv[:3] == ["python", "-m", "benchmarks.compare"]:
-    return ["--size", "32", "--repeats", "1", "--batch", "2"]
+  if argv[:2] == ["colorjax", "eval"] and release_network:  # colorize's batch: the same program
+    return ["--size", "32", "--batch-size", "2"]
+  if argv[:3] == ["python", "-m", "benchmarks.compare"]:  # torch's networks follow the sizes
+    return ["--size", "32", "--repeats", "1", "--batch", "2",
+            *(f"--config.{k}={v}" for k, v in TINY_NETWORKS.items())]
   if argv[:2] == ["colorjax", "demo"]:
     with socket.socket() as s:  # a free port, not the example's
       s.bind(("127.0.0.1", 0))
@@ -186,7 +193,8 @@ def test_launch_examples_run_as_written(user_dir, tmp_path):
     if "CONFIG=eccv16" in argv:
       argv += [f"{k}={v}" for k, v in TINY_TRAIN.items()]
     else:
-      argv += ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=2"]
+      argv += ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
+               *(f"{k}={v}" for k, v in FAST_COMPILE.items())]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, f"{example}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
   for workdir in ("runs/eccv16", "runs/mp"):  # trained for real, relative to the cwd

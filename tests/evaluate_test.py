@@ -98,12 +98,11 @@ def test_flatten_names_keys_for_the_writer():
   assert flat == {"eval/model/psnr": 20.0, "eval/images": 3.0}
 
 
-def test_fid_is_added_for_model_and_gray(photos_dir):
-  import jax  # pylint: disable=g-import-not-at-top
+def test_fid_is_added_for_model_and_gray(photos_dir, inception_pth):
   from colorjax.models import inception  # pylint: disable=g-import-not-at-top
-  net = inception.InceptionV3()
-  variables = jax.jit(lambda k: net.init(k, jnp.zeros((1, 75, 75, 3))))(jax.random.key(0, impl="rbg"))
-  rgbs = _images(photos_dir, 3, 40)
+  # Random weights from a file: initialising InceptionV3 under jit compiles for ~20 s.
+  variables = inception.load_inception(inception_pth)
+  rgbs = _images(photos_dir, 2, 40)  # FID's minimum
 
   class Half:
     size = 40
@@ -111,8 +110,9 @@ def test_fid_is_added_for_model_and_gray(photos_dir):
     def __call__(self, l_BHW1):
       return np.zeros(l_BHW1.shape[:3] + (2,), np.float32) + 10.0
 
+  # Batches of one image's three (truth, model, gray): no padding to run through InceptionV3.
   result, _ = evaluate.evaluate_images(Half(), [(str(i), x) for i, x in enumerate(rgbs)],
-                                       progress=False, fid_variables=variables)
+                                       progress=False, fid_variables=variables, fid_batch_size=3)
   assert result["model"]["fid"] >= 0 and result["gray"]["fid"] >= 0
   assert result["model"]["fid"] != result["gray"]["fid"]
   assert "not comparable" in result["fid_protocol"]
@@ -304,7 +304,9 @@ def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, t
                                                                    inception_pth):
   from colorjax import data, fid, metrics, sharding  # pylint: disable=g-import-not-at-top
   from colorjax.models import inception  # pylint: disable=g-import-not-at-top
-  size, n = 32, 4
+  # Three images: the smallest set whose centred features have rank > 1, so that the trace of
+  # the square root is not just a norm.
+  size, n = 32, 3
   folder = tmp_path / "eval"
   folder.mkdir()
   truths = _images(photos_dir, n + 1, size)  # one more than evaluated: max_images applies
@@ -318,7 +320,7 @@ def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, t
   inception_variables = inception.load_inception(inception_pth)
   evaluator = evaluate.Evaluator(predict, data.image_source(folder), sharding.create_mesh(),
                                  batch_size=3, image_size=size, max_images=n, samples=2,
-                                 fid_variables=inception_variables, fid_batch_size=3 * n)
+                                 fid_variables=inception_variables, fid_batch_size=3)
   assert evaluator.batch_size == 8  # rounded up to the 8 devices
   ab = np.array([12.0, -20.0])
   flat, grid = evaluator.run({"ab": jnp.asarray(ab, jnp.float32)})
@@ -342,8 +344,9 @@ def test_evaluator_measures_a_predict_function_with_fid_and_a_grid(photos_dir, t
   assert np.abs(grid.astype(int) - want_grid).max() <= 1
 
   # FID: pool3 features of the same images, the distance by scipy's sqrtm.
-  real, model, gray = (fid.pool3_features(inception_variables, images, batch_size=3 * n)
-                       for images in (truths, model_u8, gray_u8))
+  # One call of the shape the evaluator compiled, over 3n images (full batches, no padding).
+  features = fid.pool3_features(inception_variables, truths + model_u8 + gray_u8, batch_size=3)
+  real, model, gray = features[:n], features[n:2 * n], features[2 * n:]
   for key, fake in (("eval/model/fid", model), ("eval/gray/fid", gray)):
     assert np.isfinite(flat[key]) and flat[key] > 0
     assert flat[key] == pytest.approx(_frechet_distance_with_scipy_sqrtm(real, fake), rel=1e-3)

@@ -68,6 +68,9 @@ def test_one_and_eight_devices_agree(tiny_config, photos_dir):
 
 
 def test_frozen_decode_layer_is_not_trained(tiny_config, photos_dir):
+  # The one-device step of test_one_and_eight_devices_agree (compiled once for both): Adam moves
+  # a trained parameter by ~lr a step, 1e-5 here, which the 1e-6 tolerance below would catch.
+  tiny_config.optimizer.lr = 1e-5
   _, state, _ = _run_steps(tiny_config, _fixed_batch(photos_dir), 1, 2)
   from colorjax import color  # pylint: disable=g-import-not-at-top
   kernel = state["gen"]["params"]["model_out"]["kernel"]
@@ -102,7 +105,8 @@ def test_resume_gives_the_same_losses_and_restores_onto_one_device(tiny_config, 
   # An 8-device checkpoint restores onto a 1-device mesh.
   mesh1 = sharding.create_mesh(1)
   setup = train.create_setup(c, None)
-  state, shardings = train.create_state(setup, c, mesh1)
+  state = jax.eval_shape(lambda: train.create_state(setup, c, mesh1)[0])
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh1), state)
   manager = checkpoint.create_manager(straight)
   restored, step = checkpoint.restore(manager, train.abstract_state(state, shardings))
   manager.close()
@@ -128,6 +132,20 @@ def test_corrupt_image_is_skipped_and_counted(tiny_config, photos_dir, tmp_path)
   train.train_and_evaluate(c, str(tmp_path / "wd"))
   rows = [json.loads(l) for l in (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()]
   assert max(r.get("data/skipped", 0) for r in rows) >= 1
+
+
+def test_log_schedule_is_the_smallest_with_the_same_logged_steps():
+  assert train.log_schedule((1, 1000, 2), 4) == ((1,), 0)
+  assert train.log_schedule((2, 1000, 3), 7) == ((2, 3), 7)
+  assert train.log_schedule((5, 1000, 1000), 6) == ((5,), 6)
+  assert train.log_schedule((3, 1000, 1000), 6) == ((3, 1000), 0)
+  naive = lambda every, last, step: step == last or any(step % e == 0 for e in every)
+  for every, last in (((2, 1000, 3), 7), ((4, 6, 8), 12), ((1, 5, 5), 9), ((3, 9, 10), 10)):
+    setup = dataclasses.replace(train.create_setup(config_lib.load_config("eccv16:tiny"), None),
+                                **dict(zip(("logged_every", "last_step"),
+                                           train.log_schedule(every, last))))
+    assert [train._is_logged(setup, s) for s in range(1, last + 1)] == [  # pylint: disable=protected-access
+        naive(every, last, s) for s in range(1, last + 1)], (every, last)
 
 
 def test_gradient_norm_is_computed_at_logged_steps_only(tiny_config, photos_dir):
@@ -171,20 +189,34 @@ def test_remat_lowers_the_train_step_memory(tiny_config):
   assert temp_bytes(True) < 0.9 * temp_bytes(False)  # 0.81 at 32 px; 1.0 without the options
 
 
-def test_param_norm_is_logged_at_log_steps(tiny_config, tmp_path):
-  """train/param_norm is computed outside the step, from the state it returned (at step 1 while
-  step 2 runs on the donated state); at the last step it is the saved parameters' norm."""
-  c = tiny_config
-  c.train.steps, c.train.log_every, c.train.checkpoint_every = 3, 1, 1000
-  train.train_and_evaluate(c, str(tmp_path))
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def _logged_every_3_config():
+  c = config_lib.load_config(str(conftest.REPO_ROOT / "configs" / "eccv16.py") + ":tiny")
+  c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 6, 3, 1000, 1000
+  return c
+
+
+@pytest.fixture(scope="module")
+def logged_every_3_run(tmp_path_factory):
+  """(config, workdir) of a tiny run of 6 steps logged every 3 and saved at the end only; step 3's
+  log is read while step 4 runs, step 6's is the last step's (saved with it)."""
+  c = _logged_every_3_config()
+  workdir = tmp_path_factory.mktemp("logged_every_3")
+  train.train_and_evaluate(c, str(workdir))
+  return _logged_every_3_config(), workdir
+
+
+def test_param_norm_is_logged_at_log_steps(logged_every_3_run):
+  """train/param_norm is computed outside the step, from the state it returned (at step 3 while
+  step 4 runs on the donated state); at the last step it is the saved parameters' norm."""
+  _, workdir = logged_every_3_run
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   norms = {r["step"]: r["train/param_norm"] for r in rows if "train/param_norm" in r}
-  assert sorted(norms) == [1, 2, 3], norms
-  assert len(set(norms.values())) == 3 and all(np.isfinite(v) and v > 0 for v in norms.values())
-  _, variables = checkpoint.load_model(tmp_path, 3)
+  assert sorted(norms) == [3, 6], norms
+  assert len(set(norms.values())) == 2 and all(np.isfinite(v) and v > 0 for v in norms.values())
+  _, variables = checkpoint.load_model(workdir, 6)
   want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64))
                      for x in jax.tree.leaves(variables["params"])))
-  np.testing.assert_allclose(norms[3], want, rtol=1e-5)
+  np.testing.assert_allclose(norms[6], want, rtol=1e-5)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
@@ -214,13 +246,11 @@ def _train_rows(workdir):
   return {r["step"]: r for r in rows if "train/loss" in r}
 
 
-def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config, tmp_path):
-  c = tiny_config
-  c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 3, 1000
-  train.train_and_evaluate(c, str(tmp_path))
-  logged = _train_rows(tmp_path)
+def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(logged_every_3_run):
+  c, workdir = logged_every_3_run
+  logged = _train_rows(workdir)
   # Each step's own metrics, from the step on the same batches, prior and mesh.
-  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
+  weights = color.rebalance_weights(prior.load_prior(workdir / workdir_lib.PRIOR_FILE),
                                     c.loss.rebalance_lambda)
   mesh = sharding.create_mesh()
   trainer = train.build(c, mesh, np.asarray(weights))
@@ -241,16 +271,29 @@ def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(tiny_config
   assert logged[6]["train/loss"] != pytest.approx(per_step[5]["train/loss"], rel=1e-3)
 
 
-def test_nan_between_logs_stops_naming_its_step(tiny_config, photos_dir, tmp_path):
+def test_nan_between_logs_stops_naming_its_step(tiny_config, tmp_path):
   c = tiny_config
   c.optimizer.lr = 1e30
   c.optimizer.schedule = "constant"
-  losses, _, _ = _run_steps(c, _fixed_batch(photos_dir), 1, 3)
-  first_bad = 1 + next(i for i, loss in enumerate(losses) if not np.isfinite(loss))
   c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 5, 1000
-  assert first_bad < c.train.log_every, losses
-  with pytest.raises(train.NonFiniteLossError, match=rf"at step {first_bad} \(last finite at step {first_bad - 1}\)"):
+  with pytest.raises(train.NonFiniteLossError) as raised:
     train.train_and_evaluate(c, str(tmp_path))
+  # The first non-finite loss of the same steps (batches, prior and mesh) taken one at a time.
+  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
+                                    c.loss.rebalance_lambda)
+  mesh = sharding.create_mesh()
+  trainer = train.build(c, mesh, np.asarray(weights))
+  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
+  batches = train.train_iterator_from_config(c, train.create_sources(c.data)[0])
+  losses = []
+  for _ in range(c.train.log_every):
+    state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
+    losses.append(float(metrics["train/loss"]))
+    if not np.isfinite(losses[-1]):
+      break
+  first_bad = len(losses)
+  assert not np.isfinite(losses[-1]) and 1 < first_bad < c.train.log_every, losses
+  assert raised.match(rf"at step {first_bad} \(last finite at step {first_bad - 1}\)")
 
 
 def test_bad_config_key_names_the_key():
@@ -273,26 +316,46 @@ def test_batch_not_divisible_by_devices_fails_clearly(tiny_config, tmp_path):
 
 
 def test_sigterm_saves_and_a_rerun_resumes(tmp_path):
-  import os, signal, subprocess, sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  """`colorjax train` in this process, sent SIGTERM from outside the loop (a watcher thread) once
+  two steps are logged: it saves, returns 0 and puts the previous handler back; a rerun resumes."""
+  import os, signal, threading, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  from colorjax import cli  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "wd"
-  cmd = [sys.executable, "-m", "colorjax.cli", "train", "--config", "eccv16:tiny",
-         "--workdir", str(workdir), "--config.train.steps=400", "--config.train.eval_every=1000",
-         "--config.train.checkpoint_every=1000"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  args = ["--no-compile-cache", "train", "--config", "eccv16:tiny", "--workdir", str(workdir),
+          "--config.train.eval_every=1000"]
   metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 240
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=240)
-  assert proc.returncode == 0, out
+  done = threading.Event()
+
+  def terminate_after_two_logs():
+    deadline = time.time() + 240
+    while not done.is_set() and time.time() < deadline:
+      if metrics.exists() and metrics.read_text().count("\n") >= 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.05)
+
+  # A SIGTERM that the training loop does not handle lands here, not in pytest's default.
+  stray = []
+  stray_handler = lambda signum, frame: stray.append(signum)
+  previous = signal.signal(signal.SIGTERM, stray_handler)
+  watcher = threading.Thread(target=terminate_after_two_logs, daemon=True)
+  try:
+    watcher.start()
+    try:
+      assert cli.main(args + ["--config.train.steps=400",
+                              "--config.train.checkpoint_every=1000"]) == 0
+    finally:
+      done.set()
+      watcher.join()
+    assert signal.getsignal(signal.SIGTERM) is stray_handler
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert not stray
   manager = checkpoint.create_manager(workdir)
   saved = manager.latest_step()
   manager.close()
-  assert saved is not None and 2 <= saved < 400, out
-  subprocess.run(cmd[:-3] + [f"--config.train.steps={saved + 2}", "--config.train.eval_every=1000"],
-                 check=True, capture_output=True, env=os.environ)
+  assert saved is not None and 2 <= saved < 400
+  assert cli.main(args + [f"--config.train.steps={saved + 2}"]) == 0
   steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines()
            if "train/loss" in json.loads(l)]
   assert steps[-1] == saved + 2 and sorted(set(steps)) == steps
@@ -364,9 +427,9 @@ def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config
   from colorjax.models import inception  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   shutil.copy(inception_pth, "inception.pth")
-  n = 4
+  n = 2  # FID's minimum: each image is three InceptionV3 inputs (truth, model, gray)
   c = config_lib.apply_overrides(tiny_config, {
-      "eval.fid_weights": "inception.pth", "eval.fid_batch_size": str(3 * n),
+      "eval.fid_weights": "inception.pth", "eval.fid_batch_size": "3",
       "data.eval_images": str(n), "train.eval_every": "2", "train.checkpoint_every": "2",
       "train.keep_checkpoints": "1", "train.samples": "0",
       "train.best_metric": "eval/model/fid", "train.best_mode": "min"})
@@ -405,7 +468,7 @@ def test_fid_during_training_is_logged_and_picks_the_best_checkpoint(tiny_config
   colorizer = inference.Colorizer(*checkpoint.load_model("workdir", step=4))
   colorized = [colorization.colorize(rgb, colorizer) for rgb in truths]
   features = fid.pool3_features(inception.load_inception("inception.pth"), truths + colorized,
-                                 batch_size=3 * n)  # one call of the shape the eval compiled
+                                 batch_size=3)  # calls of the shape the eval compiled
   assert rows[4]["eval/model/fid"] == pytest.approx(
       fid.fid_from_features(features[:n], features[n:]), rel=1e-3)
 
