@@ -1,5 +1,6 @@
 """Tests of colorjax.train: the step, device-count independence, resume, NaN stop, bad input."""
 import dataclasses
+import itertools
 import json
 import pathlib
 import shutil
@@ -246,20 +247,25 @@ def _train_rows(workdir):
   return {r["step"]: r for r in rows if "train/loss" in r}
 
 
-def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(logged_every_3_run):
-  c, workdir = logged_every_3_run
-  logged = _train_rows(workdir)
-  # Each step's own metrics, from the step on the same batches, prior and mesh.
-  weights = color.rebalance_weights(prior.load_prior(workdir / workdir_lib.PRIOR_FILE),
+def _steps_one_at_a_time(c, workdir):
+  """Yields the metrics of each step of the run of config `c` in `workdir`, stepped anew one at a
+  time on the same batches, prior and mesh."""
+  weights = color.rebalance_weights(prior.load_prior(pathlib.Path(workdir) /
+                                                     workdir_lib.PRIOR_FILE),
                                     c.loss.rebalance_lambda)
   mesh = sharding.create_mesh()
   trainer = train.build(c, mesh, np.asarray(weights))
   state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
   batches = train.train_iterator_from_config(c, train.create_sources(c.data)[0])
-  per_step = []
-  for _ in range(c.train.steps):
+  while True:
     state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
-    per_step.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    yield {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def test_logged_losses_are_the_means_of_the_steps_since_the_last_log(logged_every_3_run):
+  c, workdir = logged_every_3_run
+  logged = _train_rows(workdir)
+  per_step = list(itertools.islice(_steps_one_at_a_time(c, workdir), c.train.steps))
   assert sorted(logged) == [3, 6]
   for step in (3, 6):
     for key in ("train/loss", "train/rec_loss"):
@@ -278,17 +284,10 @@ def test_nan_between_logs_stops_naming_its_step(tiny_config, tmp_path):
   c.train.steps, c.train.log_every, c.train.checkpoint_every = 6, 5, 1000
   with pytest.raises(train.NonFiniteLossError) as raised:
     train.train_and_evaluate(c, str(tmp_path))
-  # The first non-finite loss of the same steps (batches, prior and mesh) taken one at a time.
-  weights = color.rebalance_weights(prior.load_prior(tmp_path / workdir_lib.PRIOR_FILE),
-                                    c.loss.rebalance_lambda)
-  mesh = sharding.create_mesh()
-  trainer = train.build(c, mesh, np.asarray(weights))
-  state, step_fn = trainer.state, trainer.step_fn(adversarial=False)
-  batches = train.train_iterator_from_config(c, train.create_sources(c.data)[0])
+  # The first non-finite loss of the same steps taken one at a time.
   losses = []
-  for _ in range(c.train.log_every):
-    state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
-    losses.append(float(metrics["train/loss"]))
+  for metrics in itertools.islice(_steps_one_at_a_time(c, tmp_path), c.train.log_every):
+    losses.append(metrics["train/loss"])
     if not np.isfinite(losses[-1]):
       break
   first_bad = len(losses)
