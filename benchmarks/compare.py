@@ -167,6 +167,11 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   torch_step = candidates[variant]
   torch_format, torch_adam = variant
   del candidates
+  # One more untimed step of each side: the torch candidates' warm-up grew the heap after
+  # colorjax's warm-up, and colorjax's next step then faulted in ~860 MB of new pages (ECCV16,
+  # 128 px, batch 8: 221k faults, a 2.2x slower first repeat).
+  cj_step(rgb)
+  torch_step(rgb)
 
   load_before = os.getloadavg()[0]
   cj_times, torch_times, cj_counters, torch_counters = [], [], [], []

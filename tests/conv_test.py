@@ -46,6 +46,12 @@ CONV_CASES = [
     ((1, 2, 3, 4), (4, 4, 4, 5), dict(strides=2, padding=((1, 1), (1, 1)))),
     ((1, 2, 3, 4), (3, 3, 4, 5), dict(padding=((5, -2), (1, 1)))),  # every row reads padding
     ((2, 4, 4, 8), (4, 4, 8, 6), dict(strides=2, padding=((1, 1), (1, 1)))),
+    # pix2pix's kernels by Winograd F(2x2, r x r): 4x4 stride 1 (PatchGAN), 4x4 stride 2
+    # (space-to-depth; even and odd padded sizes), 2x2.
+    ((2, 9, 8, 16), (4, 4, 16, 5), dict(padding=((1, 1), (1, 1)))),
+    ((2, 10, 9, 16), (4, 4, 16, 5), dict(strides=2, padding=((1, 1), (1, 1)))),
+    ((1, 9, 7, 16), (4, 4, 16, 4), dict(strides=2, padding=((1, 2), (2, 1)))),
+    ((1, 7, 8, 16), (2, 2, 16, 4), dict(padding=((1, 0), (0, 1)))),
 ]
 
 # (input shape, kernel shape, keyword arguments of conv_transpose2d), lax.conv_transpose semantics.
@@ -66,13 +72,17 @@ TRANSPOSE_CASES = [
                                       transpose_kernel=True, flip_kernel=True)),
     # The same 4x4, stride-2 form with lax's own (unflipped) kernel.
     ((2, 3, 4, 8), (4, 4, 8, 6), dict(strides=(2, 2), padding=((2, 2), (2, 2)))),
+    # ...with enough input channels for Winograd on its shared windows.
+    ((2, 5, 6, 16), (4, 4, 16, 6), dict(strides=(2, 2), padding=((2, 2), (2, 2)),
+                                        flip_kernel=True)),
 ]
 
 
 # The size rules by which 'winograd' (the CPU default) leaves convs to XLA (see conv.py).
 _DEFAULT_SIZE_RULES = {"_IM2COL_MIN_OUT_CHANNELS": conv._IM2COL_MIN_OUT_CHANNELS,
                        "_IM2COL_MAX_OUTPUT_PIXELS": conv._IM2COL_MAX_OUTPUT_PIXELS,
-                       "_SHARED_WINDOW_MIN_PIXELS": conv._SHARED_WINDOW_MIN_PIXELS}
+                       "_SHARED_WINDOW_MIN_PIXELS": conv._SHARED_WINDOW_MIN_PIXELS,
+                       "_WINOGRAD_MIN_OUTPUT_PIXELS": conv._WINOGRAD_MIN_OUTPUT_PIXELS}
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +92,7 @@ def _custom_forms_for_small_convs(monkeypatch):
   monkeypatch.setattr(conv, "_IM2COL_MIN_OUT_CHANNELS", 0)
   monkeypatch.setattr(conv, "_IM2COL_MAX_OUTPUT_PIXELS", 10**9)
   monkeypatch.setattr(conv, "_SHARED_WINDOW_MIN_PIXELS", 0)
+  monkeypatch.setattr(conv, "_WINOGRAD_MIN_OUTPUT_PIXELS", 0)
 
 
 def _random(shape, seed):
@@ -94,8 +105,8 @@ IMPL_CASES = {
     "xla": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "subpixel": tuple(range(len(CONV_CASES), len(CONV_CASES) + len(TRANSPOSE_CASES))),
     "im2col": tuple(range(len(CONV_CASES) + len(TRANSPOSE_CASES))),
-    "winograd": (0, 3, 4, 6, 7, 10, 11, 12, 13, 14, len(CONV_CASES), len(CONV_CASES) + 6,
-                 len(CONV_CASES) + 9),
+    "winograd": (0, 3, 4, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, len(CONV_CASES),
+                 len(CONV_CASES) + 6, len(CONV_CASES) + 9, len(CONV_CASES) + 10),
 }
 
 
@@ -174,7 +185,7 @@ def test_4x4_stride2_transposed_convs_phase_by_phase_match_lax(monkeypatch):
                       lambda *args: shared.append(1) or original(*args))
   indices = tuple(len(CONV_CASES) + i for i, (_, k_shape, kwargs) in enumerate(TRANSPOSE_CASES)
                   if k_shape[:2] == (4, 4) and kwargs["strides"] == (2, 2))
-  assert len(indices) == 4
+  assert len(indices) == 5
   reference = _values_and_grads("xla", indices)
   for impl in ("im2col", "winograd"):
     got = _values_and_grads.__wrapped__(impl, indices)
@@ -182,6 +193,40 @@ def test_4x4_stride2_transposed_convs_phase_by_phase_match_lax(monkeypatch):
       for name, a, b in zip(("output", "input gradient", "kernel gradient"), got[i], reference[i]):
         _assert_close(a, b, f"{impl} phase by phase, case {i}: {name}")
   assert not shared
+
+
+def test_winograd_computes_pix2pix_kernels(monkeypatch):
+  """4x4 (stride 1 and 2) and 2x2 convs, and the shared windows of 4x4, stride-2 transposed
+  convs, go through F(2x2, r x r) with the kernel size r they need; only from
+  _WINOGRAD_MIN_OUTPUT_PIXELS output pixels on under the default rules."""
+  kernel_sizes = []
+  original = conv._winograd_conv
+  monkeypatch.setattr(conv, "_winograd_conv",
+                      lambda x, k, pads: kernel_sizes.append(k.shape[0]) or original(x, k, pads))
+  for fn, x, k in _cases((15, 16, 17, 18, len(CONV_CASES) + 10)):
+    jax.eval_shape(functools.partial(fn, impl="winograd"), x, k)
+  assert kernel_sizes == [4, 2, 2, 2, 2]
+  monkeypatch.setattr(conv, "_WINOGRAD_MIN_OUTPUT_PIXELS",
+                      _DEFAULT_SIZE_RULES["_WINOGRAD_MIN_OUTPUT_PIXELS"])
+  kernel_sizes.clear()
+  for x_shape, k_shape, kwargs in (((1, 16, 16, 256), (4, 4, 256, 512), dict(padding=1)),
+                                   ((1, 8, 8, 256), (4, 4, 256, 512), dict(padding=1)),
+                                   ((1, 64, 64, 64), (4, 4, 64, 128), dict(strides=2, padding=1)),
+                                   ((1, 16, 16, 256), (4, 4, 256, 512),
+                                    dict(strides=2, padding=1))):
+    jax.eval_shape(functools.partial(conv.conv2d, impl="winograd", **kwargs),
+                   jax.ShapeDtypeStruct(x_shape, jnp.float32),
+                   jax.ShapeDtypeStruct(k_shape, jnp.float32))
+  assert kernel_sizes == [4, 2]  # 15x15 and 32x32 outputs; not 7x7 or 8x8
+
+
+def test_winograd_matrices_give_exact_small_correlations():
+  """A^T [(G g) * (B^T d)] is the 2-output correlation of d with g, for every kernel size."""
+  rng = np.random.default_rng(0)
+  for r, (bt, g, at) in conv._WINOGRAD_F2.items():
+    d, taps = rng.standard_normal(r + 1), rng.standard_normal(r)
+    want = [np.dot(d[i:i + r], taps) for i in range(2)]
+    np.testing.assert_allclose(at @ ((g @ taps) * (bt @ d)), want, rtol=1e-12, err_msg=str(r))
 
 
 def test_xla_reference_is_lax_itself():

@@ -85,6 +85,8 @@ _XLA_FORWARD_MAX_CONTRACTION = 64
 # quickly as with 'subpixel': tests, smoke runs). ECCV16's smallest conv at 128 px, batch 8, the
 # first one, has 151 MFLOPs.
 _MIN_CUSTOM_FLOPS = 20e6
+# Winograd for pix2pix's kernels (see _winograd_applies) from this many output pixels per image.
+_WINOGRAD_MIN_OUTPUT_PIXELS = 200
 # im2col copies kh*kw views of the input for every output channel count; below this many output
 # channels that copy costs more than the matmul saves (a U-Net's 2-channel ab head: 34 ms with
 # im2col, 5.6 with XLA's conv, fwd+bwd, 64x64x128 -> 128x128x2, batch 4), so XLA's conv is used.
@@ -306,13 +308,29 @@ def _conv_pointwise(x_BHWC, kernel_11IO, strides, pads):
 # Winograd F(2x2, 3x3)
 # ------------------------------------------------------------------------------------------------
 
-# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
-# Neural Networks", 2016): for a 4x4 input tile d and a 3x3 kernel g, the 2x2 output tile is
-# A^T [(G g G^T) * (B^T d B)] A: 16 multiplications instead of 36, with the points 0, +-1 (exact
-# in float). F(4x4, 3x3) (4x fewer) measured no faster here and compiled 2x slower.
+# Winograd's minimal filtering F(2, r) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+# Networks", 2016), nested in two dimensions: for an (r+1)x(r+1) input tile d and an r x r
+# kernel g, the 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A: (r+1)^2 multiplications
+# instead of 4 r^2 (3x3: 16 for 36; 2x2: 9 for 16; 4x4: 25 for 64). The interpolation points are
+# 0, +-1 (and 2 for r = 4) and infinity, so B^T and A^T hold small integers, exact in float; the
+# kernel transform G carries the fractions. F(4x4, 3x3) (4x fewer) measured no faster here and
+# compiled 2x slower.
 _WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 _WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 _WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# (B^T, G, A^T) by kernel size.
+_WINOGRAD_F2 = {
+    2: (np.array([[1, -1, 0], [0, 1, 0], [0, -1, 1]], np.float64),
+        np.array([[1, 0], [1, 1], [0, 1]], np.float64),
+        np.array([[1, 1, 0], [0, 1, 1]], np.float64)),
+    3: (_WINOGRAD_BT, _WINOGRAD_G, _WINOGRAD_AT),
+    4: (np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
+                  [0, 2, -1, -2, 1]], np.float64),
+        np.array([[1 / 2, 0, 0, 0], [-1 / 2, -1 / 2, -1 / 2, -1 / 2],
+                  [-1 / 6, 1 / 6, -1 / 6, 1 / 6], [1 / 6, 1 / 3, 2 / 3, 4 / 3], [0, 0, 0, 1]],
+                 np.float64),
+        np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 1]], np.float64)),
+}
 
 
 def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> jax.Array:
@@ -362,27 +380,47 @@ def _unstack_bwd(axis, _, cotangents):
 _unstack.defvjp(_unstack_fwd, _unstack_bwd)
 
 
-def _winograd_conv3x3(x_BHWC, kernel_33IO, pads):
-  """Stride-1, undilated 3x3 conv by F(2x2, 3x3): 16 matmuls over the 2x2 output tiles."""
+def _winograd_conv(x_BHWC, kernel_rrIO, pads):
+  """Stride-1, undilated r x r conv (r = 2, 3, 4) by F(2x2, r x r): (r+1)^2 matmuls over the
+  2x2 output tiles."""
   b, h, w, cin = x_BHWC.shape
-  cout = kernel_33IO.shape[-1]
-  ho, wo = _out_size(h, 3, 1, 1, pads[0]), _out_size(w, 3, 1, 1, pads[1])
+  r, cout = kernel_rrIO.shape[0], kernel_rrIO.shape[-1]
+  n = r + 1
+  bt, g, at = _WINOGRAD_F2[r]
+  ho, wo = _out_size(h, r, 1, 1, pads[0]), _out_size(w, r, 1, 1, pads[1])
   th, tw = -(-ho // 2), -(-wo // 2)
-  # Pad (or crop) to exactly the 2*tiles + 2 rows and columns the 4x4 tiles read.
-  xp = _pad_hw(x_BHWC, ((pads[0][0], 2 * th + 2 - h - pads[0][0]),
-                        (pads[1][0], 2 * tw + 2 - w - pads[1][0])))
-  # B^T d B: rows of the tiles, then columns -> (4, 4, B, th, tw, C).
-  rows = _combine(_WINOGRAD_BT, [_strided(xp, 1, k, th, 2) for k in range(4)])
-  v = _combine(_WINOGRAD_BT, [_strided(rows, 3, k, tw, 2) for k in range(4)])
-  v_TNI = v.reshape(16, b * th * tw, cin)
-  # G g G^T likewise (an einsum would lower to K=3 matmuls with layout copies, ~15% of a step).
-  u = _combine(_WINOGRAD_G, _unstack(_combine(_WINOGRAD_G, _unstack(kernel_33IO, 0)), 1))
-  prod = lax.dot_general(v_TNI, u.reshape(16, cin, cout), (((2,), (1,)), ((0,), (0,))))
-  prod = prod.reshape(4, 4, b, th, tw, cout)
+  # Pad (or crop) to exactly the 2*tiles + r - 1 rows and columns the tiles read.
+  xp = _pad_hw(x_BHWC, ((pads[0][0], 2 * th + r - 1 - h - pads[0][0]),
+                        (pads[1][0], 2 * tw + r - 1 - w - pads[1][0])))
+  # B^T d B: rows of the tiles, then columns -> (n, n, B, th, tw, C).
+  rows = _combine(bt, [_strided(xp, 1, k, th, 2) for k in range(n)])
+  v = _combine(bt, [_strided(rows, 3, k, tw, 2) for k in range(n)])
+  v_TNI = v.reshape(n * n, b * th * tw, cin)
+  # G g G^T likewise (an einsum would lower to K=r matmuls with layout copies, ~15% of a step).
+  u = _combine(g, _unstack(_combine(g, _unstack(kernel_rrIO, 0)), 1))
+  prod = lax.dot_general(v_TNI, u.reshape(n * n, cin, cout), (((2,), (1,)), ((0,), (0,))))
+  prod = prod.reshape(n, n, b, th, tw, cout)
   # A^T m A -> (2, 2, B, th, tw, O): output row and column within each tile first.
-  y = _combine(_WINOGRAD_AT, _unstack(_combine(_WINOGRAD_AT, _unstack(prod, 0)), 1))
+  y = _combine(at, _unstack(_combine(at, _unstack(prod, 0)), 1))
   y = y.transpose(2, 3, 0, 4, 1, 5)  # (B, th, row in tile, tw, column in tile, O)
   return y.reshape(b, 2 * th, 2 * tw, cout)[:, :ho, :wo]
+
+
+def _winograd_conv4x4_stride2(x_BHWC, kernel_44IO, pads):
+  """A 4x4, stride-2 conv as a 2x2 stride-1 conv of the space-to-depth input (4x the channels:
+  tap 2a + p reads phase p of window tap a), by F(2x2, 2x2)."""
+  b, h, w, cin = x_BHWC.shape
+  cout = kernel_44IO.shape[-1]
+  ho, wo = _out_size(h, 4, 2, 1, pads[0]), _out_size(w, 4, 2, 1, pads[1])
+  (top, bottom), (left, right) = pads
+  bottom += (h + top + bottom) % 2  # an even padded size; the extra row reaches no output
+  right += (w + left + right) % 2
+  xp = _pad_hw(x_BHWC, ((top, bottom), (left, right)))
+  h2, w2 = xp.shape[1] // 2, xp.shape[2] // 2
+  x_s2d = xp.reshape(b, h2, 2, w2, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(b, h2, w2, 4 * cin)
+  kernel = kernel_44IO.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  y = _winograd_conv(x_s2d, kernel.reshape(2, 2, 4 * cin, cout), ((0, 0), (0, 0)))
+  return y[:, :ho, :wo]
 
 
 def _space_to_batch(x_BHWC, d):
@@ -398,19 +436,32 @@ def _batch_to_space(y, d, batch):
   return y.transpose(2, 3, 0, 4, 1, 5).reshape(batch, h * d, w * d, c)
 
 
-def _winograd_applies(x_shape, kernel_hw, strides, pads, dilation) -> bool:
-  if kernel_hw != (3, 3) or strides != (1, 1) or dilation[0] != dilation[1]:
-    return False
-  d = dilation[0]
-  return all(v % d == 0 for v in (x_shape[1], x_shape[2], *pads[0], *pads[1]))
+def _winograd_applies(x_shape, kernel_hw, strides, pads, dilation, out_pixels: int) -> bool:
+  """Whether `_conv_winograd` computes this conv, and is the faster form for it."""
+  if kernel_hw == (3, 3):  # ECCV16's convs, dilated ones through space-to-batch
+    if strides != (1, 1) or dilation[0] != dilation[1]:
+      return False
+    d = dilation[0]
+    return all(v % d == 0 for v in (x_shape[1], x_shape[2], *pads[0], *pads[1]))
+  # pix2pix's convs: 4x4 stride 2 (space-to-depth), 4x4 stride 1 (PatchGAN), 2x2 (the shared
+  # windows of its transposed convs). Faster than im2col from 16x16 outputs on (fwd+bwd, batch
+  # 4, ms, im2col vs Winograd: 4x4 stride 1 16x16x256 -> 15x15x512: 47 vs 25; 4x4/2 64x64x64 ->
+  # 32x32: 24 vs 14; 32x32x128 -> 16x16: 15 vs 13; 2x2 on 33x33x256 -> 256: 30 vs 18; on
+  # 17x17x512 -> 512: 26 vs 22), not on smaller maps (4x4/2 16x16x256 -> 8x8: 13.6 vs 13.8;
+  # 8x8x512 -> 4x4: 7 vs 21; 2x2 on 9x9x1024: 23 vs 28), where its tiles are few.
+  return (dilation == (1, 1) and out_pixels >= _WINOGRAD_MIN_OUTPUT_PIXELS and
+          (kernel_hw == (4, 4) and strides in ((1, 1), (2, 2)) or
+           kernel_hw == (2, 2) and strides == (1, 1)))
 
 
-def _conv_winograd(x_BHWC, kernel_33IO, pads, d):
+def _conv_winograd(x_BHWC, kernel_rrIO, strides, pads, d):
+  if strides == (2, 2):
+    return _winograd_conv4x4_stride2(x_BHWC, kernel_rrIO, pads)
   if d == 1:
-    return _winograd_conv3x3(x_BHWC, kernel_33IO, pads)
+    return _winograd_conv(x_BHWC, kernel_rrIO, pads)
   # A d-dilated conv is an undilated conv of each of the d x d polyphase components.
   phase_pads = tuple((lo // d, hi // d) for lo, hi in pads)
-  y = _winograd_conv3x3(_space_to_batch(x_BHWC, d), kernel_33IO, phase_pads)
+  y = _winograd_conv(_space_to_batch(x_BHWC, d), kernel_rrIO, phase_pads)
   return _batch_to_space(y, d, x_BHWC.shape[0])
 
 
@@ -479,9 +530,9 @@ def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool)
   if cout < _IM2COL_MIN_OUT_CHANNELS or forward_flops < _MIN_CUSTOM_FLOPS:
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   if (impl == "winograd" and cin >= _WINOGRAD_MIN_CHANNELS and
-      _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation)):
-    return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, pads,
-                          dilation[0])
+      _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation, math.prod(out_hw))):
+    return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, strides,
+                          pads, dilation[0])
   if (impl == "winograd" and math.prod(kernel_hw) >= _XLA_MIN_TAPS and
       math.prod(out_hw) > _IM2COL_MAX_OUTPUT_PIXELS):
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
