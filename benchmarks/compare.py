@@ -1,4 +1,4 @@
-"""colorjax vs PyTorch: the same training step, timed alternately in one process.
+"""colorjax vs PyTorch: the same training step, timed alternately.
 
   python -m benchmarks.compare --model eccv16 --size 128 --batch 8 --repeats 5
   python -m benchmarks.compare --model pix2pix --size 128 --batch 4
@@ -8,9 +8,12 @@ target encoding inside the step, forward, backward, optimiser update); see torch
 colorjax runs on one device with the step `colorjax.train` builds (compiled ahead of time);
 PyTorch runs eagerly with `torch.set_num_threads(<cores>)`, in the fastest of NCHW and
 channels_last with torch's default (per-parameter loop) and its fused Adam (chosen after warm-up,
-unless --torch-format / --torch-adam are given). After warm-up, each repeat
-times `--steps` steps of one side then of the other, alternating which goes first, so both see
-the same machine load; the ratio is reported as the median of the per-repeat ratios (robust to
+unless --torch-format / --torch-adam are given). Each side runs in a process of its own, as it
+would in use: in one process the two frameworks' buffers share one malloc heap, which then grows
+in the middle of the timed repeats (ECCV16 at 128 px, batch 8: 220k page faults in one repeat,
+a colorjax step 1.5-2.2x slower). After warm-up, each repeat times `--steps` steps of one side
+then of the other (the other process waits), alternating which goes first, so both see the same
+machine load; the ratio is reported as the median of the per-repeat ratios (robust to
 load that changes between repeats) beside the ratio of the medians, with the CPU seconds each
 side's step consumed (both use all cores; on a loaded machine wall time is what the load left).
 `--config.KEY=VALUE` overrides colorjax's recipe; the torch network follows its size
@@ -22,6 +25,7 @@ import argparse
 import gc
 import json
 import math
+import multiprocessing
 import os
 import resource
 import statistics
@@ -115,11 +119,6 @@ def _time(step: Callable[[np.ndarray], object], rgb: np.ndarray, steps: int,
   return seconds
 
 
-def _retaining_freed_memory() -> bool:
-  from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
-  return xla_cpu.is_retaining_freed_memory()
-
-
 def _summary(times: list[float], batch: int, counters: list[dict[str, float]]) -> dict:
   rates = [batch / t for t in times]
   median = statistics.median(times)
@@ -136,20 +135,25 @@ def _spread_text(summary: dict) -> str:
   return f"step {summary['step_s']:.3f} s ({100 * low:+.0f}%/{100 * high:+.0f}%)"
 
 
-def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
-            torch_format: str = "auto", overrides: dict[str, str] | None = None,
-            torch_adam: str = "auto") -> dict:
-  """Runs the comparison and returns its results (also printed)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from colorjax import bench  # pylint: disable=g-import-not-at-top
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  torch.set_num_threads(cores)
-  config = colorjax_config(model, size, batch, overrides or {})
-  rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
+def _cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
-  cj_step, compile_s = make_colorjax_step(config)
-  for _ in range(bench.WARMUP_STEPS):  # both sides: the same untimed steps
-    cj_step(rgb)
+
+def _build_side(side: str, model: str, config, rgb: np.ndarray, torch_format: str,
+                torch_adam: str) -> tuple[Callable[[np.ndarray], object], dict]:
+  """One side's warmed-up step and what it is (colorjax: compile time, conv impl; torch: the
+  format and Adam chosen, the fastest after warm-up where `auto`)."""
+  from colorjax import bench  # pylint: disable=g-import-not-at-top
+  if side == "colorjax":
+    from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
+    step, compile_s = make_colorjax_step(config)
+    for _ in range(bench.WARMUP_STEPS):
+      step(rgb)
+    return step, {"compile_s": compile_s,
+                  "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
+                  "remat": bool(config.model.remat)}
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(_cores())
   formats = {"nchw": False, "channels_last": True}
   adams = {"for-loop": False, "fused": True}
   variants = [(f, a) for f in (formats if torch_format == "auto" else [torch_format])
@@ -164,46 +168,119 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
     variant = min(trial, key=trial.get)
   else:
     (variant,) = candidates
-  torch_step = candidates[variant]
-  torch_format, torch_adam = variant
+  step = candidates[variant]
   del candidates
-  # One more untimed step of each side: the torch candidates' warm-up grew the heap after
-  # colorjax's warm-up, and colorjax's next step then faulted in ~860 MB of new pages (ECCV16,
-  # 128 px, batch 8: 221k faults, a 2.2x slower first repeat).
-  cj_step(rgb)
-  torch_step(rgb)
+  step(rgb)  # one step with the other candidates' memory freed
+  return step, {"format": variant[0], "adam": variant[1], "version": torch.__version__}
 
-  load_before = os.getloadavg()[0]
-  cj_times, torch_times, cj_counters, torch_counters = [], [], [], []
-  for r in range(repeats):
-    order = [(cj_step, cj_times, cj_counters), (torch_step, torch_times, torch_counters)]
-    for step, times, counters in (order if r % 2 == 0 else order[::-1]):
-      times.append(_time(step, rgb, steps, counters))
+
+def _side_process(connection, side: str, model: str, size: int, batch: int,
+                  overrides: dict[str, str], torch_format: str, torch_adam: str,
+                  retain_freed_memory: bool) -> None:
+  """A worker process: builds one side's step, then times `steps` steps per request."""
+  from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
+  # First, before any other thread allocates. False where malloc is not glibc's.
+  retained = retain_freed_memory and xla_cpu.retain_freed_memory()
+  try:
+    config = colorjax_config(model, size, batch, overrides)
+    rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
+    step, info = _build_side(side, model, config, rgb, torch_format, torch_adam)
+    connection.send(("ready", {**info, "freed_memory_retained": retained}))
+    while (steps := connection.recv()) is not None:
+      counters: list[dict[str, float]] = []
+      connection.send((_time(step, rgb, steps, counters), counters[0]))
+  except BaseException as error:  # reported by the parent, with the side's traceback
+    import traceback  # pylint: disable=g-import-not-at-top
+    connection.send(("error", f"{side}: {traceback.format_exc()}"))
+    raise SystemExit(1) from error
+
+
+class _Side:
+  """A side's worker process, asked for timed steps over a pipe."""
+
+  def __init__(self, side: str, *args):
+    context = multiprocessing.get_context("spawn")
+    self.side = side
+    self.connection, child = context.Pipe()
+    self.process = context.Process(target=_side_process, args=(child, side, *args), daemon=True)
+    self.process.start()
+    child.close()
+
+  def _receive(self):
+    try:
+      message = self.connection.recv()
+    except EOFError:
+      raise RuntimeError(f"the {self.side} benchmark process exited "
+                         f"(code {self.process.exitcode})") from None
+    if isinstance(message, tuple) and message and message[0] == "error":
+      raise RuntimeError(f"the {self.side} benchmark process failed:\n{message[1]}")
+    return message
+
+  def ready(self) -> dict:
+    return self._receive()[1]
+
+  def time(self, steps: int, counters: list[dict[str, float]]) -> float:
+    self.connection.send(steps)
+    seconds, counter = self._receive()
+    counters.append(counter)
+    return seconds
+
+  def close(self) -> None:
+    try:
+      self.connection.send(None)
+    except (BrokenPipeError, OSError):
+      pass
+    self.process.join(timeout=30)
+    if self.process.is_alive():
+      self.process.kill()
+
+
+def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
+            torch_format: str = "auto", overrides: dict[str, str] | None = None,
+            torch_adam: str = "auto", retain_freed_memory: bool = True) -> dict:
+  """Runs the comparison and returns its results (also printed)."""
+  cores = _cores()
+  args = (model, size, batch, overrides or {}, torch_format, torch_adam, retain_freed_memory)
+  # One side at a time: their compilation and warm-up would otherwise share the cores.
+  sides = {}
+  try:
+    for side in ("colorjax", "torch"):
+      sides[side] = _Side(side, *args)
+      sides[side].info = sides[side].ready()
+    cj_side, torch_side = sides["colorjax"], sides["torch"]
+    torch_format, torch_adam = torch_side.info["format"], torch_side.info["adam"]
+    load_before = os.getloadavg()[0]
+    cj_times, torch_times, cj_counters, torch_counters = [], [], [], []
+    for r in range(repeats):
+      order = [(cj_side, cj_times, cj_counters), (torch_side, torch_times, torch_counters)]
+      for side, times, counters in (order if r % 2 == 0 else order[::-1]):
+        times.append(side.time(steps, counters))
+  finally:
+    for side in sides.values():
+      side.close()
   ratios = [t / c for c, t in zip(cj_times, torch_times)]
-  from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
   result = {
       "model": model, "image_size": size, "batch": batch, "repeats": repeats,
-      "steps_per_repeat": steps, "threads": cores,
-      "colorjax": {**_summary(cj_times, batch, cj_counters), "compile_s": compile_s,
-                   "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
-                   "remat": bool(config.model.remat)},
-      "torch": {**_summary(torch_times, batch, torch_counters), "format": torch_format,
-                "adam": torch_adam, "version": torch.__version__},
+      "steps_per_repeat": steps, "threads": cores, "processes": "one per side",
+      "colorjax": {**_summary(cj_times, batch, cj_counters), **cj_side.info},
+      "torch": {**_summary(torch_times, batch, torch_counters), **torch_side.info},
       "ratio_median_of_pairs": statistics.median(ratios),
       "ratio_of_medians": statistics.median(torch_times) / statistics.median(cj_times),
       "ratio_min_max": [min(ratios), max(ratios)],
       "load_avg_1m": [load_before, os.getloadavg()[0]],
-      "retain_freed_memory": _retaining_freed_memory(),
+      "retain_freed_memory": (cj_side.info["freed_memory_retained"] and
+                              torch_side.info["freed_memory_retained"]),
       "per_repeat_images_per_s": {"colorjax": [batch / t for t in cj_times],
                                   "torch": [batch / t for t in torch_times]},
   }
   cj, tt = result["colorjax"], result["torch"]
   print(f"{model} {size}x{size} batch {batch}, {repeats} alternating repeats of {steps} step(s), "
         f"{cores} threads, load {result['load_avg_1m'][0]:.1f}->{result['load_avg_1m'][1]:.1f}"
-        f"{', freed memory retained' if result['retain_freed_memory'] else ''}")
+        f"{', freed memory retained' if result['retain_freed_memory'] else ''}, "
+        f"one process per side")
   print(f"  colorjax ({cj['conv_impl']}): {cj['images_per_s']:.3f} img/s "
         f"[{cj['min']:.3f}-{cj['max']:.3f}], {_spread_text(cj)}, "
-        f"{cj['cpu_s_per_step']:.2f} CPU s/step, compile {compile_s:.1f} s")
+        f"{cj['cpu_s_per_step']:.2f} CPU s/step, compile {cj['compile_s']:.1f} s")
   print(f"  torch {tt['version']} ({torch_format}, {torch_adam} Adam): "
         f"{tt['images_per_s']:.3f} img/s "
         f"[{tt['min']:.3f}-{tt['max']:.3f}], {_spread_text(tt)}, "
@@ -234,10 +311,6 @@ def main(argv=None) -> int:
                            "step's buffers; both sides). Default on, unless "
                            "COLORJAX_RETAIN_FREED_MEMORY=0")
   args, rest = parser.parse_known_args(argv)
-  if args.retain_freed_memory:
-    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
-    if not xla_cpu.retain_freed_memory():
-      print("note: glibc's malloc not found; freed memory is not retained", file=sys.stderr)
   overrides = {}
   for arg in rest:
     if not arg.startswith("--config.") or "=" not in arg:
@@ -245,7 +318,7 @@ def main(argv=None) -> int:
     key, _, value = arg[len("--config."):].partition("=")
     overrides[key] = value
   compare(args.model, args.size, args.batch, args.repeats, args.steps, args.torch_format,
-          overrides, args.torch_adam)
+          overrides, args.torch_adam, args.retain_freed_memory)
   return 0
 
 

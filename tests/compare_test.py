@@ -71,3 +71,8 @@ def test_compare_times_both_sides_and_reports_the_ratio(capsys):
                                  result["per_repeat_images_per_s"]["torch"])]
   np.testing.assert_allclose(result["ratio_median_of_pairs"], np.median(pairs), rtol=1e-9)
   assert "colorjax / torch:" in capsys.readouterr().out
+
+
+def test_a_failing_side_is_reported_with_its_error():
+  with pytest.raises(RuntimeError, match="colorjax benchmark process failed(.|\n)*no_such_key"):
+    compare.compare("pix2pix", 32, 2, repeats=1, overrides={"model.no_such_key": "1"})
