@@ -146,9 +146,12 @@ def _build_side(side: str, model: str, config, rgb: np.ndarray, torch_format: st
   from colorjax import bench  # pylint: disable=g-import-not-at-top
   if side == "colorjax":
     from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
+    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
     step, compile_s = make_colorjax_step(config)
-    for _ in range(bench.WARMUP_STEPS):
+    for i in range(bench.WARMUP_STEPS):
       step(rgb)
+      if i == 0:
+        xla_cpu.pad_heap()  # as `colorjax train` does after its first step
     return step, {"compile_s": compile_s,
                   "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
                   "remat": bool(config.model.remat)}

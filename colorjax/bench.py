@@ -178,8 +178,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: 
     state, metrics = compiled(state, batch)
     return metrics
 
-  for _ in range(warmup):
+  for i in range(warmup):
     jax.block_until_ready(train_call())
+    if i == 0:
+      xla_cpu.pad_heap()  # as `colorjax train` does after its first step
   times = _time_calls(train_call, steps)
   step_s = float(np.median(times))
 

@@ -708,6 +708,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for step in range(start_step + 1, config.train.steps + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = trainer.step(step - 1)(state, batch)
+      if step == start_step + 1:  # once the step ran, the heap holds its buffers' memory
+        jax.block_until_ready(state)
+        xla_cpu.pad_heap()
       averages = accumulate(averages, metrics, state["step"])
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))

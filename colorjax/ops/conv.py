@@ -331,6 +331,23 @@ _WINOGRAD_F2 = {
                  np.float64),
         np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 1]], np.float64)),
 }
+_WINOGRAD_F3_2 = (
+    np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], np.float64),
+    np.array([[1, 0], [0.5, 0.5], [0.5, -0.5], [0, 1]], np.float64),
+    np.array([[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]], np.float64))
+_WINOGRAD_F4_2 = (
+    np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
+              [0, 2, -1, -2, 1]], np.float64),
+    np.array([[1 / 2, 0], [-1 / 2, -1 / 2], [-1 / 6, 1 / 6], [1 / 6, 1 / 3], [0, 1]], np.float64),
+    np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 0], [0, 1, -1, 8, 1]], np.float64))
+# F(3, 4): 3 outputs of a 4-tap correlation from 6 products (points 0, +-1, +-2, infinity).
+_WINOGRAD_F3_4 = (
+    np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
+    np.array([[1 / 4, 0, 0, 0], [-1 / 6, -1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6, 1 / 6],
+              [1 / 24, 1 / 12, 1 / 6, 1 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3], [0, 0, 0, 1]],
+             np.float64),
+    np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 1]], np.float64))
 
 
 def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> jax.Array:
@@ -380,30 +397,48 @@ def _unstack_bwd(axis, _, cotangents):
 _unstack.defvjp(_unstack_fwd, _unstack_bwd)
 
 
-def _winograd_conv(x_BHWC, kernel_rrIO, pads):
-  """Stride-1, undilated r x r conv (r = 2, 3, 4) by F(2x2, r x r): (r+1)^2 matmuls over the
-  2x2 output tiles."""
+def _winograd_matrices(r: int, batch: int, ho: int, wo: int):
+  """(B^T, G, A^T) of F(m, r) for an r x r conv with these outputs: F(3, r) for 2x2 and 4x4
+  kernels where its 3x3 tiles still give the matmuls enough rows, else F(2, r).
+
+  Larger tiles take fewer products per output (4x4: 36 per 9 against 25 per 4; 2x2: 16 per 9
+  against 9 per 4) and fewer transformed values, in matmuls of fewer rows (fwd+bwd, ms, F(2, r)
+  vs F(3, r): 4x4 on 4x16x16x256 -> 512: 22.6 vs 15.1, on 1x16x16x256: 8.2 vs 10.4 (25 tiles);
+  2x2, 4x33x33x256 -> 128: 13.4 vs 11.6, 4x33x33 windows of 256 -> 256: 22.1 vs 16.5 (484
+  tiles), 4x17x17x512 -> 256: 10.0 vs 10.9 (144 tiles)).
+  """
+  tiles = batch * -(-ho // 3) * -(-wo // 3)
+  if r == 4 and tiles >= 64:
+    return _WINOGRAD_F3_4
+  if r == 2 and tiles >= 256:
+    return _WINOGRAD_F3_2
+  return _WINOGRAD_F2[r]
+
+
+def _winograd_conv(x_BHWC, kernel_rrIO, pads, matrices=None):
+  """Stride-1, undilated r x r conv by F(m x m, r x r): (m+r-1)^2 matmuls over the m x m
+  output tiles (`matrices` (B^T, G, A^T); by default `_winograd_matrices`)."""
   b, h, w, cin = x_BHWC.shape
   r, cout = kernel_rrIO.shape[0], kernel_rrIO.shape[-1]
-  n = r + 1
-  bt, g, at = _WINOGRAD_F2[r]
   ho, wo = _out_size(h, r, 1, 1, pads[0]), _out_size(w, r, 1, 1, pads[1])
-  th, tw = -(-ho // 2), -(-wo // 2)
-  # Pad (or crop) to exactly the 2*tiles + r - 1 rows and columns the tiles read.
-  xp = _pad_hw(x_BHWC, ((pads[0][0], 2 * th + r - 1 - h - pads[0][0]),
-                        (pads[1][0], 2 * tw + r - 1 - w - pads[1][0])))
+  bt, g, at = _winograd_matrices(r, b, ho, wo) if matrices is None else matrices
+  m, n = at.shape
+  th, tw = -(-ho // m), -(-wo // m)
+  # Pad (or crop) to exactly the m*tiles + r - 1 rows and columns the tiles read.
+  xp = _pad_hw(x_BHWC, ((pads[0][0], m * th + r - 1 - h - pads[0][0]),
+                        (pads[1][0], m * tw + r - 1 - w - pads[1][0])))
   # B^T d B: rows of the tiles, then columns -> (n, n, B, th, tw, C).
-  rows = _combine(bt, [_strided(xp, 1, k, th, 2) for k in range(n)])
-  v = _combine(bt, [_strided(rows, 3, k, tw, 2) for k in range(n)])
+  rows = _combine(bt, [_strided(xp, 1, k, th, m) for k in range(n)])
+  v = _combine(bt, [_strided(rows, 3, k, tw, m) for k in range(n)])
   v_TNI = v.reshape(n * n, b * th * tw, cin)
   # G g G^T likewise (an einsum would lower to K=r matmuls with layout copies, ~15% of a step).
   u = _combine(g, _unstack(_combine(g, _unstack(kernel_rrIO, 0)), 1))
   prod = lax.dot_general(v_TNI, u.reshape(n * n, cin, cout), (((2,), (1,)), ((0,), (0,))))
   prod = prod.reshape(n, n, b, th, tw, cout)
-  # A^T m A -> (2, 2, B, th, tw, O): output row and column within each tile first.
+  # A^T M A -> (m, m, B, th, tw, O): output row and column within each tile first.
   y = _combine(at, _unstack(_combine(at, _unstack(prod, 0)), 1))
   y = y.transpose(2, 3, 0, 4, 1, 5)  # (B, th, row in tile, tw, column in tile, O)
-  return y.reshape(b, 2 * th, 2 * tw, cout)[:, :ho, :wo]
+  return y.reshape(b, m * th, m * tw, cout)[:, :ho, :wo]
 
 
 def _winograd_conv4x4_stride2(x_BHWC, kernel_44IO, pads):
