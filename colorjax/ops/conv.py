@@ -331,6 +331,11 @@ _WINOGRAD_F2 = {
                  np.float64),
         np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 1]], np.float64)),
 }
+_WINOGRAD_F3_3 = (
+    _WINOGRAD_F2[4][0],  # the same points as F(2, 4)
+    np.array([[1 / 2, 0, 0], [-1 / 2, -1 / 2, -1 / 2], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 6, 1 / 3, 2 / 3], [0, 0, 1]], np.float64),
+    np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 1]], np.float64))
 _WINOGRAD_F3_2 = (
     np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], np.float64),
     np.array([[1, 0], [0.5, 0.5], [0.5, -0.5], [0, 1]], np.float64),
@@ -405,13 +410,18 @@ def _winograd_matrices(r: int, batch: int, ho: int, wo: int):
   against 9 per 4) and fewer transformed values, in matmuls of fewer rows (fwd+bwd, ms, F(2, r)
   vs F(3, r): 4x4 on 4x16x16x256 -> 512: 22.6 vs 15.1, on 1x16x16x256: 8.2 vs 10.4 (25 tiles);
   2x2, 4x33x33x256 -> 128: 13.4 vs 11.6, 4x33x33 windows of 256 -> 256: 22.1 vs 16.5 (484
-  tiles), 4x17x17x512 -> 256: 10.0 vs 10.9 (144 tiles)).
+  tiles), 4x17x17x512 -> 256: 10.0 vs 10.9 (144 tiles)). 3x3 kernels (25 per 9 against 16 per
+  4) only on maps of 16x16 and more, where the 3x3 tiles waste little (ECCV16 at 128 px, batch
+  8: 16x16x512 -> 512: 69.9 vs 57.5; 32x32x256 -> 256: 64.2 vs 49.4; 64x64x64 -> 128: 49.7 vs
+  32.0; the 8x8 polyphase maps of its dilated convs, 32x8x8x512: 68.2 vs 89.5).
   """
   tiles = batch * -(-ho // 3) * -(-wo // 3)
   if r == 4 and tiles >= 64:
     return _WINOGRAD_F3_4
   if r == 2 and tiles >= 256:
     return _WINOGRAD_F3_2
+  if r == 3 and tiles >= 64 and min(ho, wo) >= 16:
+    return _WINOGRAD_F3_3
   return _WINOGRAD_F2[r]
 
 
