@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax import bench, flops
-from colorjax.models import eccv16
+from colorjax.models import backbones, eccv16
 
 RUN_KEYS = (
     "config", "devices", "device_kind", "global_batch", "image_size", "compile_s", "step_s",
@@ -21,13 +21,13 @@ def _eccv16_forward_flops(batch: int, size: int, width: float) -> float:
   """2 x multiply-adds of ECCV16's convs, from its layer table (closed form)."""
   flops, channels, side = 0.0, 1, size
   for base, n_convs, stride, _ in eccv16._BLOCKS:  # pylint: disable=protected-access
-    out = eccv16.scaled_channels(base, width)
+    out = backbones.scaled_channels(base, width)
     for i in range(n_convs):
       if i == n_convs - 1:
         side //= stride
       flops += 2 * batch * side * side * 9 * channels * out
       channels = out
-  ch8 = eccv16.scaled_channels(256, width)
+  ch8 = backbones.scaled_channels(256, width)
   flops += 2 * batch * side * side * 16 * channels * ch8   # 4x4 transposed conv, per input pixel
   side *= 2
   flops += 2 * (2 * batch * side * side * 9 * ch8 * ch8)   # two 3x3 convs

@@ -66,6 +66,12 @@ class BackboneOutput(NamedTuple):
   logits_BK: jax.Array | None
 
 
+def scaled_channels(channels: int, width: float) -> int:
+  """Channel count of a layer with `channels` channels at width multiplier `width` (at least 1):
+  the rule of every model's `width` option."""
+  return max(1, int(round(channels * width)))
+
+
 def gray_rgb_from_l(l_BHW1):
   """Lightness (Lab units, [0, 100]) -> the gray sRGB image (..., 3) in [0, 1] of that lightness."""
   zeros = jnp.zeros_like(l_BHW1)

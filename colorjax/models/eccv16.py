@@ -36,6 +36,7 @@ import numpy as np
 
 from colorjax import color
 from colorjax import torch_weights
+from colorjax.models import backbones
 from colorjax.ops import conv as conv_ops
 
 # (base channels, number of 3x3 convs, stride of the last conv, dilation) of blocks 1-7.
@@ -54,11 +55,6 @@ _BLOCK8_CHANNELS = 256
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9
 _AB_TABLE_TOLERANCE = 1e-3
-
-
-def scaled_channels(base: int, width: float) -> int:
-  """Channel count of a layer with `base` channels at width multiplier `width` (at least 1)."""
-  return max(1, int(round(base * width)))
 
 
 def _ab_bins_kernel_init(key, shape, dtype=jnp.float32):
@@ -125,7 +121,7 @@ class ECCV16(nn.Module):
     def block(module, x, index):
       del module  # the layers are created in (and named under) this module's scope
       base, n_convs, last_stride, dilation = _BLOCKS[index - 1]
-      features = scaled_channels(base, self.width)
+      features = backbones.scaled_channels(base, self.width)
       for i in range(1, n_convs + 1):
         stride = last_stride if i == n_convs else 1
         x = nn.relu(conv(features, f"conv{index}_{i}", stride, dilation)(x))
@@ -135,7 +131,7 @@ class ECCV16(nn.Module):
 
     def block8(module, x):
       del module
-      features = scaled_channels(_BLOCK8_CHANNELS, self.width)
+      features = backbones.scaled_channels(_BLOCK8_CHANNELS, self.width)
       # torch ConvTranspose2d(k=4, s=2, p=1) is a conv over the 2x-dilated input padded by
       # k - 1 - p = 2 on each side, with the spatially flipped, channel-swapped kernel.
       x = conv_ops.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
@@ -182,13 +178,13 @@ def _torch_layout(width: float) -> list[tuple[str, str, str, tuple[int, ...]]]:
   layout = []
   in_ch = 1
   for block, (base, n_convs, _, _) in enumerate(_BLOCKS, start=1):
-    out_ch = scaled_channels(base, width)
+    out_ch = backbones.scaled_channels(base, width)
     for i in range(n_convs):
       layout.append((f"model{block}.{2 * i}", f"conv{block}_{i + 1}", "conv",
                      (out_ch, in_ch, 3, 3)))
       in_ch = out_ch
     layout.append((f"model{block}.{2 * n_convs}", f"bn{block}", "bn", (out_ch,)))
-  ch8 = scaled_channels(_BLOCK8_CHANNELS, width)
+  ch8 = backbones.scaled_channels(_BLOCK8_CHANNELS, width)
   layout += [
       ("model8.0", "conv8_1", "conv_transpose", (in_ch, ch8, 4, 4)),
       ("model8.2", "conv8_2", "conv", (ch8, ch8, 3, 3)),

@@ -44,15 +44,11 @@ B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80,
 BN_EPSILON = 1e-5
 
 
-def _scaled(channels: int, width: float) -> int:
-  return max(1, int(round(channels * width)))
-
-
 def _blocks(width: float):
   """Per MBConv block: (torch prefix, expand, kernel, stride, in, expanded, squeeze, out)."""
-  blocks, in_ch = [], _scaled(STEM_CHANNELS, width)
+  blocks, in_ch = [], backbones.scaled_channels(STEM_CHANNELS, width)
   for stage, (expand, kernel, stride, out, count) in enumerate(B0_STAGES, start=1):
-    out_ch = _scaled(out, width)
+    out_ch = backbones.scaled_channels(out, width)
     for j in range(count):
       blocks.append((f"features.{stage}.{j}.block", expand, kernel, stride if j == 0 else 1,
                      in_ch, in_ch * expand, max(1, in_ch // 4), out_ch))
@@ -91,7 +87,7 @@ class EfficientNetB0(backbones.Backbone):
 
     x = self.checked_input(rgb_BHW3)
     x = x.astype(self.dtype or jnp.float32)
-    x = conv_bn(x, _scaled(STEM_CHANNELS, self.width), 3, 2, "features.0")
+    x = conv_bn(x, backbones.scaled_channels(STEM_CHANNELS, self.width), 3, 2, "features.0")
     activations = {"stem": x}
     for prefix, expand, kernel, stride, in_ch, exp_ch, squeeze, out_ch in _blocks(self.width):
       y, k = x, 0
@@ -106,7 +102,7 @@ class EfficientNetB0(backbones.Backbone):
       x = x + y if stride == 1 and in_ch == out_ch else y
       stage = prefix.split(".")[1]
       activations[f"stage{stage}"] = x
-    x = conv_bn(x, _scaled(HEAD_CHANNELS, self.width), 1, 1, "features.8")
+    x = conv_bn(x, backbones.scaled_channels(HEAD_CHANNELS, self.width), 1, 1, "features.8")
     activations["head"] = x
     embedding = jnp.mean(x, axis=(1, 2))
     logits = None
@@ -116,7 +112,7 @@ class EfficientNetB0(backbones.Backbone):
 
 
 def embedding_size(width: float = 1.0) -> int:
-  return _scaled(HEAD_CHANNELS, width)
+  return backbones.scaled_channels(HEAD_CHANNELS, width)
 
 
 def _layers(width: float, include_top: bool, num_classes: int) -> list:
@@ -128,7 +124,7 @@ def _layers(width: float, include_top: bool, num_classes: int) -> list:
                    (cout, cin_per_group, kernel, kernel)))
     layers.append((f"{prefix}.1", (_flax_name(f"{prefix}.1"),), "bn", (cout,)))
 
-  conv_bn("features.0", _scaled(STEM_CHANNELS, width), 3, 3)
+  conv_bn("features.0", backbones.scaled_channels(STEM_CHANNELS, width), 3, 3)
   for prefix, expand, kernel, _, in_ch, exp_ch, squeeze, out_ch in _blocks(width):
     k = 0
     if expand != 1:
@@ -140,10 +136,10 @@ def _layers(width: float, include_top: bool, num_classes: int) -> list:
       layers.append((name, (_flax_name(name),), "conv_bias", (cout, cin, 1, 1)))
     conv_bn(f"{prefix}.{k + 2}", out_ch, exp_ch, 1)
   last = _blocks(width)[-1][-1]
-  conv_bn("features.8", _scaled(HEAD_CHANNELS, width), last, 1)
+  conv_bn("features.8", backbones.scaled_channels(HEAD_CHANNELS, width), last, 1)
   if include_top:
     layers.append(("classifier.1", ("classifier_1",), "linear",
-                   (num_classes, _scaled(HEAD_CHANNELS, width))))
+                   (num_classes, backbones.scaled_channels(HEAD_CHANNELS, width))))
   return layers
 
 

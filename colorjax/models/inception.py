@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax import torch_weights
+from colorjax.models import backbones
 
 INPUT_SIZE = 299
 """Side of the square image InceptionV3 sees (pytorch-fid resizes every input to it)."""
@@ -45,13 +46,10 @@ _IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 Padding = tuple[int, int]
 
 
-def _scaled(channels: int, width: float) -> int:
-  return max(1, int(round(channels * width)))
-
-
 def embedding_size(width: float = 1.0) -> int:
   """Channels of the pool3 embedding at multiplier `width` (Mixed_7c's concatenated branches)."""
-  return _scaled(320, width) + 4 * _scaled(384, width) + _scaled(192, width)
+  scaled = functools.partial(backbones.scaled_channels, width=width)
+  return scaled(320) + 4 * scaled(384) + scaled(192)
 
 
 class BasicConv(nn.Module):
@@ -67,9 +65,9 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC):
     ph, pw = self.padding
-    x = nn.Conv(_scaled(self.features, self.width), self.kernel, strides=self.strides,
-                padding=((ph, ph), (pw, pw)), use_bias=False, precision=self.precision,
-                name="conv")(x_BHWC)
+    x = nn.Conv(backbones.scaled_channels(self.features, self.width), self.kernel,
+                strides=self.strides, padding=((ph, ph), (pw, pw)), use_bias=False,
+                precision=self.precision, name="conv")(x_BHWC)
     x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="bn")(x)
     return nn.relu(x)
 

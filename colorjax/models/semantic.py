@@ -58,7 +58,7 @@ FEATURE_MAPS = {"vgg16": "pool5", "resnet18": "layer4"}
 def scaled_widths(name: str, width: float) -> tuple[int, ...]:
   """Channel widths of backbone `name` ('resnet18' | 'vgg16') at multiplier `width`."""
   base = backbones.RESNET18_WIDTHS if name == "resnet18" else backbones.VGG_WIDTHS
-  return tuple(max(1, int(round(w * width))) for w in base)
+  return tuple(backbones.scaled_channels(w, width) for w in base)
 
 
 def create_semantic_backbone(name: str, width: float = 1.0, dtype: Any = None) -> nn.Module:

@@ -575,7 +575,8 @@ def _conv2d(x_BHWC, kernel_HWIO, strides, pads, dilation, impl: str, flip: bool)
   if cout < _IM2COL_MIN_OUT_CHANNELS or forward_flops < _MIN_CUSTOM_FLOPS:
     return _xla_conv(x_BHWC, kernel_HWIO, strides, pads, dilation, flip)
   if (impl == "winograd" and cin >= _WINOGRAD_MIN_CHANNELS and
-      _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation, math.prod(out_hw))):
+      _winograd_applies(x_BHWC.shape, kernel_hw, strides, pads, dilation,
+                        math.prod(out_hw))):
     return _conv_winograd(x_BHWC, kernel_HWIO[::-1, ::-1] if flip else kernel_HWIO, strides,
                           pads, dilation[0])
   if (impl == "winograd" and math.prod(kernel_hw) >= _XLA_MIN_TAPS and
