@@ -178,10 +178,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: 
     state, metrics = compiled(state, batch)
     return metrics
 
+  heap_before_first_step = xla_cpu.heap_bytes()
   for i in range(warmup):
     jax.block_until_ready(train_call())
-    if i == 0:
-      xla_cpu.pad_heap()  # as `colorjax train` does after its first step
+    if i == 0:  # as `colorjax train` does after its first step
+      xla_cpu.pad_heap(xla_cpu.heap_bytes() - heap_before_first_step)
   times = _time_calls(train_call, steps)
   step_s = float(np.median(times))
 

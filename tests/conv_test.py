@@ -221,12 +221,47 @@ def test_winograd_computes_pix2pix_kernels(monkeypatch):
 
 
 def test_winograd_matrices_give_exact_small_correlations():
-  """A^T [(G g) * (B^T d)] is the 2-output correlation of d with g, for every kernel size."""
+  """A^T [(G g) * (B^T d)] is the m-output correlation of d with g, for every F(m, r)."""
   rng = np.random.default_rng(0)
-  for r, (bt, g, at) in conv._WINOGRAD_F2.items():
-    d, taps = rng.standard_normal(r + 1), rng.standard_normal(r)
-    want = [np.dot(d[i:i + r], taps) for i in range(2)]
-    np.testing.assert_allclose(at @ ((g @ taps) * (bt @ d)), want, rtol=1e-12, err_msg=str(r))
+  for (m, r), (bt, g, at) in conv._WINOGRAD.items():
+    d, taps = rng.standard_normal(m + r - 1), rng.standard_normal(r)
+    want = [np.dot(d[i:i + r], taps) for i in range(m)]
+    np.testing.assert_allclose(at @ ((g @ taps) * (bt @ d)), want, rtol=1e-12,
+                               err_msg=str((m, r)))
+
+
+def test_every_winograd_tile_size_matches_lax():
+  """Each F(m x m, r x r) as a whole conv (odd sizes: partial tiles; asymmetric pads), values and
+  gradients, whatever `_winograd_matrices` would pick for the shape."""
+  x = _random((2, 8, 7, 16), 0)
+  cases = {(m, r): (_random((r, r, 16, 5), m * 10 + r), ((1, r - 2), (r - 1, 0)))
+           for m, r in conv._WINOGRAD}
+
+  def run(x, kernels):
+    out = {}
+    for (m, r), kernel in kernels.items():
+      pads = cases[(m, r)][1]
+      for name, fn in (("winograd", lambda a, b, m=m, r=r, pads=pads: conv._winograd_conv(
+          a, b, pads, conv._WINOGRAD[(m, r)])), ("lax", lambda a, b, pads=pads: conv._xla_conv(
+              a, b, (1, 1), pads, (1, 1)))):
+        y, vjp = jax.vjp(fn, x, kernel)
+        out[(m, r, name)] = (y, *vjp(jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)))
+    return out
+
+  got = jax.device_get(_jit(run)(x, {key: k for key, (k, _) in cases.items()}))
+  for m, r in cases:
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"),
+                          got[(m, r, "winograd")], got[(m, r, "lax")]):
+      _assert_close(a, b, f"F({m}, {r}): {name}")
+
+
+def test_larger_winograd_tiles_where_the_matmuls_keep_rows():
+  """F(3, r) for 4x4 kernels from 64 tiles of 3x3, for 2x2 from 256, for 3x3 from 64 on maps of
+  16x16 and more; F(2, r) otherwise."""
+  pick = lambda r, batch, hw: conv._winograd_matrices(r, batch, hw, hw)[2].shape[0]
+  assert [pick(4, 4, 15), pick(4, 1, 15)] == [3, 2]
+  assert [pick(2, 4, 32), pick(2, 4, 17)] == [3, 2]
+  assert [pick(3, 8, 16), pick(3, 32, 8), pick(3, 1, 16)] == [3, 2, 2]
 
 
 def test_xla_reference_is_lax_itself():

@@ -9,11 +9,14 @@ retained = sys.argv[1] == "retain" and xla_cpu.retain_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: (x @ x.T) @ x)
 x = jnp.ones((6000, 64))
+before = xla_cpu.heap_bytes()
 f(x).block_until_ready()  # its temporary x @ x.T (144 MB) freed into the heap
-padded = xla_cpu.pad_heap()
+grown = xla_cpu.heap_bytes() - before
+padded = xla_cpu.pad_heap(grown)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 f(x).block_until_ready()
-print(json.dumps({"retained": bool(retained), "padded": padded,
+print(json.dumps({"retained": bool(retained), "grown": grown, "padded": padded,
+                  "heap_after_pad": xla_cpu.heap_bytes() - before - grown,
                   "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}))
 """
 
@@ -24,11 +27,14 @@ def _run(mode):
   return json.loads(out.splitlines()[-1])
 
 
-def test_pad_heap_adds_the_free_bytes_of_a_retained_heap():
+def test_pad_heap_grows_a_retained_heap_by_what_the_first_step_took():
   retained = _run("retain")
   assert retained["retained"]
-  # At least the step's freed temporaries, and the step that follows faults in no new pages.
-  assert retained["padded"] > 100 * 2**20
+  # The step grew the heap by its 144 MB temporary (and the compiler's memory); the heap then
+  # grows by exactly the padded bytes, and the next step faults in no new pages.
+  assert retained["grown"] > 140 * 2**20
+  assert 100 * 2**20 < retained["padded"] <= retained["grown"]
+  assert abs(retained["heap_after_pad"] - retained["padded"]) < 2**20  # malloc's top padding
   assert retained["faults"] < 2000
-  default = _run("default")  # glibc's defaults: nothing to pad
-  assert not default["retained"] and default["padded"] == 0
+  default = _run("default")  # glibc's defaults: the heap is not watched, nothing is padded
+  assert not default["retained"] and default["grown"] == 0 and default["padded"] == 0

@@ -305,54 +305,46 @@ def _conv_pointwise(x_BHWC, kernel_11IO, strides, pads):
 
 
 # ------------------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3)
+# Winograd F(m x m, r x r)
 # ------------------------------------------------------------------------------------------------
 
-# Winograd's minimal filtering F(2, r) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-# Networks", 2016), nested in two dimensions: for an (r+1)x(r+1) input tile d and an r x r
-# kernel g, the 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A: (r+1)^2 multiplications
-# instead of 4 r^2 (3x3: 16 for 36; 2x2: 9 for 16; 4x4: 25 for 64). The interpolation points are
-# 0, +-1 (and 2 for r = 4) and infinity, so B^T and A^T hold small integers, exact in float; the
-# kernel transform G carries the fractions. F(4x4, 3x3) (4x fewer) measured no faster here and
-# compiled 2x slower.
-_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
-_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
-_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
-# (B^T, G, A^T) by kernel size.
-_WINOGRAD_F2 = {
-    2: (np.array([[1, -1, 0], [0, 1, 0], [0, -1, 1]], np.float64),
-        np.array([[1, 0], [1, 1], [0, 1]], np.float64),
-        np.array([[1, 1, 0], [0, 1, 1]], np.float64)),
-    3: (_WINOGRAD_BT, _WINOGRAD_G, _WINOGRAD_AT),
-    4: (np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
-                  [0, 2, -1, -2, 1]], np.float64),
-        np.array([[1 / 2, 0, 0, 0], [-1 / 2, -1 / 2, -1 / 2, -1 / 2],
-                  [-1 / 6, 1 / 6, -1 / 6, 1 / 6], [1 / 6, 1 / 3, 2 / 3, 4 / 3], [0, 0, 0, 1]],
-                 np.float64),
-        np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 1]], np.float64)),
+# Winograd's minimal filtering F(m, r) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+# Networks", 2016), nested in two dimensions: for an n x n input tile d (n = m + r - 1) and an
+# r x r kernel g, the m x m output tile is A^T [(G g G^T) * (B^T d B)] A: n^2 multiplications
+# instead of m^2 r^2 (F(2, 3): 16 for 36; F(3, 3): 25 for 81; F(3, 4): 36 for 144). The
+# interpolation points are 0, +-1, +-2 and infinity, so B^T and A^T hold small integers, exact in
+# float; the kernel transform G carries the fractions. F(4x4, 3x3) measured no faster here than
+# F(2x2, 3x3) and compiled 2x slower.
+# (B^T, G, A^T) by (m, r).
+_WINOGRAD = {
+    (2, 2): (np.array([[1, -1, 0], [0, 1, 0], [0, -1, 1]], np.float64),
+             np.array([[1, 0], [1, 1], [0, 1]], np.float64),
+             np.array([[1, 1, 0], [0, 1, 1]], np.float64)),
+    (2, 3): (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+             np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64),
+             np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)),
+    (2, 4): (np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
+                       [0, 2, -1, -2, 1]], np.float64),
+             np.array([[1 / 2, 0, 0, 0], [-1 / 2, -1 / 2, -1 / 2, -1 / 2],
+                       [-1 / 6, 1 / 6, -1 / 6, 1 / 6], [1 / 6, 1 / 3, 2 / 3, 4 / 3],
+                       [0, 0, 0, 1]], np.float64),
+             np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 1]], np.float64)),
+    (3, 2): (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], np.float64),
+             np.array([[1, 0], [0.5, 0.5], [0.5, -0.5], [0, 1]], np.float64),
+             np.array([[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]], np.float64)),
+    (3, 3): (np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
+                       [0, 2, -1, -2, 1]], np.float64),
+             np.array([[1 / 2, 0, 0], [-1 / 2, -1 / 2, -1 / 2], [-1 / 6, 1 / 6, -1 / 6],
+                       [1 / 6, 1 / 3, 2 / 3], [0, 0, 1]], np.float64),
+             np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 1]], np.float64)),
+    (3, 4): (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                       [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                      np.float64),
+             np.array([[1 / 4, 0, 0, 0], [-1 / 6, -1 / 6, -1 / 6, -1 / 6],
+                       [-1 / 6, 1 / 6, -1 / 6, 1 / 6], [1 / 24, 1 / 12, 1 / 6, 1 / 3],
+                       [1 / 24, -1 / 12, 1 / 6, -1 / 3], [0, 0, 0, 1]], np.float64),
+             np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 1]], np.float64)),
 }
-_WINOGRAD_F3_3 = (
-    _WINOGRAD_F2[4][0],  # the same points as F(2, 4)
-    np.array([[1 / 2, 0, 0], [-1 / 2, -1 / 2, -1 / 2], [-1 / 6, 1 / 6, -1 / 6],
-              [1 / 6, 1 / 3, 2 / 3], [0, 0, 1]], np.float64),
-    np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 1]], np.float64))
-_WINOGRAD_F3_2 = (
-    np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], np.float64),
-    np.array([[1, 0], [0.5, 0.5], [0.5, -0.5], [0, 1]], np.float64),
-    np.array([[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]], np.float64))
-_WINOGRAD_F4_2 = (
-    np.array([[2, -1, -2, 1, 0], [0, -2, -1, 1, 0], [0, 2, -3, 1, 0], [0, -1, 0, 1, 0],
-              [0, 2, -1, -2, 1]], np.float64),
-    np.array([[1 / 2, 0], [-1 / 2, -1 / 2], [-1 / 6, 1 / 6], [1 / 6, 1 / 3], [0, 1]], np.float64),
-    np.array([[1, 1, 1, 1, 0], [0, 1, -1, 2, 0], [0, 1, 1, 4, 0], [0, 1, -1, 8, 1]], np.float64))
-# F(3, 4): 3 outputs of a 4-tap correlation from 6 products (points 0, +-1, +-2, infinity).
-_WINOGRAD_F3_4 = (
-    np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
-    np.array([[1 / 4, 0, 0, 0], [-1 / 6, -1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6, 1 / 6],
-              [1 / 24, 1 / 12, 1 / 6, 1 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3], [0, 0, 0, 1]],
-             np.float64),
-    np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 1]], np.float64))
 
 
 def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> jax.Array:
@@ -403,26 +395,22 @@ _unstack.defvjp(_unstack_fwd, _unstack_bwd)
 
 
 def _winograd_matrices(r: int, batch: int, ho: int, wo: int):
-  """(B^T, G, A^T) of F(m, r) for an r x r conv with these outputs: F(3, r) for 2x2 and 4x4
-  kernels where its 3x3 tiles still give the matmuls enough rows, else F(2, r).
+  """(B^T, G, A^T) of F(m, r) for an r x r conv with these outputs: F(3, r) where its 3x3 tiles
+  still give the matmuls enough rows, else F(2, r).
 
   Larger tiles take fewer products per output (4x4: 36 per 9 against 25 per 4; 2x2: 16 per 9
   against 9 per 4) and fewer transformed values, in matmuls of fewer rows (fwd+bwd, ms, F(2, r)
   vs F(3, r): 4x4 on 4x16x16x256 -> 512: 22.6 vs 15.1, on 1x16x16x256: 8.2 vs 10.4 (25 tiles);
   2x2, 4x33x33x256 -> 128: 13.4 vs 11.6, 4x33x33 windows of 256 -> 256: 22.1 vs 16.5 (484
   tiles), 4x17x17x512 -> 256: 10.0 vs 10.9 (144 tiles)). 3x3 kernels (25 per 9 against 16 per
-  4) only on maps of 16x16 and more, where the 3x3 tiles waste little (ECCV16 at 128 px, batch
+  4) only on maps of 16x16 and more, where 3x3 tiles waste little (ECCV16 at 128 px, batch
   8: 16x16x512 -> 512: 69.9 vs 57.5; 32x32x256 -> 256: 64.2 vs 49.4; 64x64x64 -> 128: 49.7 vs
   32.0; the 8x8 polyphase maps of its dilated convs, 32x8x8x512: 68.2 vs 89.5).
   """
   tiles = batch * -(-ho // 3) * -(-wo // 3)
-  if r == 4 and tiles >= 64:
-    return _WINOGRAD_F3_4
-  if r == 2 and tiles >= 256:
-    return _WINOGRAD_F3_2
-  if r == 3 and tiles >= 64 and min(ho, wo) >= 16:
-    return _WINOGRAD_F3_3
-  return _WINOGRAD_F2[r]
+  large = (tiles >= 64 if r == 4 else tiles >= 256 if r == 2 else
+           tiles >= 64 and min(ho, wo) >= 16)
+  return _WINOGRAD[(3 if large else 2, r)]
 
 
 def _winograd_conv(x_BHWC, kernel_rrIO, pads, matrices=None):
@@ -453,7 +441,7 @@ def _winograd_conv(x_BHWC, kernel_rrIO, pads, matrices=None):
 
 def _winograd_conv4x4_stride2(x_BHWC, kernel_44IO, pads):
   """A 4x4, stride-2 conv as a 2x2 stride-1 conv of the space-to-depth input (4x the channels:
-  tap 2a + p reads phase p of window tap a), by F(2x2, 2x2)."""
+  tap 2a + p reads phase p of window tap a), by Winograd."""
   b, h, w, cin = x_BHWC.shape
   cout = kernel_44IO.shape[-1]
   ho, wo = _out_size(h, 4, 2, 1, pads[0]), _out_size(w, 4, 2, 1, pads[1])

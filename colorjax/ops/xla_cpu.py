@@ -71,35 +71,51 @@ class _MallInfo2(ctypes.Structure):
       "fordblks", "keepcost")]
 
 
-def pad_heap(max_fraction_of_free_memory: float = 0.25) -> int:
-  """Grows the retained heap by the bytes it holds free, pre-faulted; returns the bytes added.
+def _libc():
+  libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  libc.mallinfo2.restype = _MallInfo2
+  libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+  libc.free.restype, libc.free.argtypes = None, (ctypes.c_void_p,)
+  return libc
+
+
+def heap_bytes() -> int:
+  """The bytes of malloc's main heap (mallinfo2's arena); 0 where freed memory is not retained
+  or malloc has no mallinfo2 (glibc < 2.33)."""
+  if not _retaining:
+    return 0
+  try:
+    return _libc().mallinfo2().arena
+  except (OSError, AttributeError):
+    return 0
+
+
+def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
+  """Grows the retained heap by `nbytes` of pre-faulted free memory; returns the bytes added.
 
   With freed memory retained, the heap holds one step's temporaries once a step has run; but
   the order in which XLA:CPU's threads allocate varies, and a later step can find no free
   block large enough and grow the heap, faulting in new pages (pix2pix, 128 px, batch 4: 75k
   faults, one step 2x slower, within the first ten steps; ECCV16: 110k-230k faults, within 25
   steps): a small allocation made while a step's large temporary block is free splits it, and
-  the next step's block then needs a second such hole. Call it once after the first step, on
-  CPU: the heap's free space then doubles and later steps find room.
-  At most `max_fraction_of_free_memory` of the host's free memory is added. 0 where freed memory
-  is not retained or malloc has no mallinfo2 (glibc < 2.33).
+  the next step's block then needs a second such hole. Call it on CPU once after the first step
+  with what that step grew the heap by (`heap_bytes()` before and after): the room for a second
+  step's buffers. At most the heap's free bytes and `max_fraction_of_free_memory` of the host's
+  free memory are added; nothing where freed memory is not retained.
   """
-  if not _retaining or jax.default_backend() != "cpu":
+  if not _retaining or nbytes <= 0 or jax.default_backend() != "cpu":
     return 0
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
-    libc.free.restype, libc.free.argtypes = None, (ctypes.c_void_p,)
+    libc = _libc()
+    info = libc.mallinfo2()
     free_host_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
   except (OSError, AttributeError, ValueError):
     return 0
-  info = libc.mallinfo2()
-  # fordblks: all free bytes, keepcost: those of the top chunk. A request of both together fits
-  # no free block and extends the top, so the heap grows by exactly its free bytes.
-  nbytes = min(info.fordblks, int(free_host_bytes * max_fraction_of_free_memory))
+  nbytes = min(nbytes, info.fordblks, int(free_host_bytes * max_fraction_of_free_memory))
   if nbytes < 2**20:
     return 0
+  # A request larger than every free block, the top chunk (keepcost) included, extends the top:
+  # the heap grows by exactly nbytes.
   block = libc.malloc(nbytes + info.keepcost)
   if not block:
     return 0
