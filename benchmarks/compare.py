@@ -148,11 +148,9 @@ def _build_side(side: str, model: str, config, rgb: np.ndarray, torch_format: st
     from colorjax.ops import conv  # pylint: disable=g-import-not-at-top
     from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
     step, compile_s = make_colorjax_step(config)
-    heap_before_first_step = xla_cpu.heap_bytes()
-    for i in range(bench.WARMUP_STEPS):
+    xla_cpu.run_then_pad_heap(lambda: step(rgb))  # as `colorjax train` does
+    for _ in range(bench.WARMUP_STEPS - 1):
       step(rgb)
-      if i == 0:  # as `colorjax train` does after its first step
-        xla_cpu.pad_heap(xla_cpu.heap_bytes() - heap_before_first_step)
     return step, {"compile_s": compile_s,
                   "conv_impl": conv.resolve_conv_impl(config.model.conv_impl),
                   "remat": bool(config.model.remat)}
@@ -204,7 +202,7 @@ class _Side:
 
   def __init__(self, side: str, *args):
     context = multiprocessing.get_context("spawn")
-    self.side = side
+    self.side, self.info = side, {}
     self.connection, child = context.Pipe()
     self.process = context.Process(target=_side_process, args=(child, side, *args), daemon=True)
     self.process.start()
@@ -220,8 +218,9 @@ class _Side:
       raise RuntimeError(f"the {self.side} benchmark process failed:\n{message[1]}")
     return message
 
-  def ready(self) -> dict:
-    return self._receive()[1]
+  def ready(self) -> None:
+    """Waits for the step to be built; `info` then says what it is."""
+    self.info = self._receive()[1]
 
   def time(self, steps: int, counters: list[dict[str, float]]) -> float:
     self.connection.send(steps)
@@ -250,7 +249,7 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   try:
     for side in ("colorjax", "torch"):
       sides[side] = _Side(side, *args)
-      sides[side].info = sides[side].ready()
+      sides[side].ready()
     cj_side, torch_side = sides["colorjax"], sides["torch"]
     torch_format, torch_adam = torch_side.info["format"], torch_side.info["adam"]
     load_before = os.getloadavg()[0]

@@ -23,7 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from colorjax import color
-from colorjax.models import eccv16
+from colorjax.models import backbones
 
 # ------------------------------------------------------------------------------------------------
 # Color (the formulas of colorjax.color, in torch)
@@ -71,12 +71,12 @@ class ECCV16Torch(nn.Module):
     for base, n_convs, stride, dilation in ((64, 2, 2, 1), (128, 2, 2, 1), (256, 3, 2, 1),
                                             (512, 3, 1, 1), (512, 3, 1, 2), (512, 3, 1, 2),
                                             (512, 3, 1, 1)):
-      channels = eccv16.scaled_channels(base, width)
+      channels = backbones.scaled_channels(base, width)
       for i in range(n_convs):
         layers += _conv_relu(cin, channels, stride if i == n_convs - 1 else 1, dilation)
         cin = channels
       layers.append(nn.BatchNorm2d(channels))
-    up = eccv16.scaled_channels(256, width)
+    up = backbones.scaled_channels(256, width)
     layers += [nn.ConvTranspose2d(cin, up, 4, stride=2, padding=1), nn.ReLU(inplace=True),
                *_conv_relu(up, up), *_conv_relu(up, up), nn.Conv2d(up, color.Q, 1)]
     self.net = nn.Sequential(*layers)

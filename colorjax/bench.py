@@ -178,11 +178,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 5, include_pipeline: 
     state, metrics = compiled(state, batch)
     return metrics
 
-  heap_before_first_step = xla_cpu.heap_bytes()
   for i in range(warmup):
-    jax.block_until_ready(train_call())
-    if i == 0:  # as `colorjax train` does after its first step
-      xla_cpu.pad_heap(xla_cpu.heap_bytes() - heap_before_first_step)
+    if i == 0:  # the heap padded after the first step, as `colorjax train` does
+      xla_cpu.run_then_pad_heap(train_call)
+    else:
+      jax.block_until_ready(train_call())
   times = _time_calls(train_call, steps)
   step_s = float(np.median(times))
 

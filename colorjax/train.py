@@ -704,14 +704,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   averages = None  # the loss terms of the steps since the last log, on the devices
   timer = writers.StepTimer(config.train.batch_size, start_step, **_flops_and_peak(config))
   preemption = _PreemptionFlag()
-  heap_before_first_step = xla_cpu.heap_bytes()
   try:
     for step in range(start_step + 1, config.train.steps + 1):
       batch = sharding.shard_batch(next(train_iter), mesh)
-      state, metrics = trainer.step(step - 1)(state, batch)
+      step_fn = trainer.step(step - 1)
       if step == start_step + 1:  # room in the heap for later steps' allocation orders
-        jax.block_until_ready(state)
-        xla_cpu.pad_heap(xla_cpu.heap_bytes() - heap_before_first_step)
+        state, metrics = xla_cpu.run_then_pad_heap(functools.partial(step_fn, state, batch))
+      else:
+        state, metrics = step_fn(state, batch)
       averages = accumulate(averages, metrics, state["step"])
       if pending is not None:
         last_metrics.update(_log_train(writer, timer, *pending, train_iter))

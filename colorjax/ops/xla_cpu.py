@@ -29,6 +29,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Any, Callable
 
 import jax
 
@@ -98,9 +99,8 @@ def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
   block large enough and grow the heap, faulting in new pages (pix2pix, 128 px, batch 4: 75k
   faults, one step 2x slower, within the first ten steps; ECCV16: 110k-230k faults, within 25
   steps): a small allocation made while a step's large temporary block is free splits it, and
-  the next step's block then needs a second such hole. Call it on CPU once after the first step
-  with what that step grew the heap by (`heap_bytes()` before and after): the room for a second
-  step's buffers. At most the heap's free bytes and `max_fraction_of_free_memory` of the host's
+  the next step's block then needs a second such hole. Called once after the first step with
+  what that step grew the heap by (`run_then_pad_heap`): the room for a second step's buffers. At most the heap's free bytes and `max_fraction_of_free_memory` of the host's
   free memory are added; nothing where freed memory is not retained.
   """
   if not _retaining or nbytes <= 0 or jax.default_backend() != "cpu":
@@ -122,6 +122,14 @@ def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
   ctypes.memset(block, 0, nbytes + info.keepcost)  # fault the pages in now; free() keeps them
   libc.free(block)
   return nbytes
+
+
+def run_then_pad_heap(first_step: Callable[[], Any]) -> Any:
+  """`first_step()` to completion, then `pad_heap` by what it grew the heap; its result."""
+  before = heap_bytes()
+  result = jax.block_until_ready(first_step())
+  pad_heap(heap_bytes() - before)
+  return result
 
 
 def is_retaining_freed_memory() -> bool:
