@@ -92,7 +92,7 @@ def heap_bytes() -> int:
 
 
 def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
-  """Grows the retained heap by `nbytes` of pre-faulted free memory; returns the bytes added.
+  """Grows the retained heap by `nbytes` of pre-faulted free memory; returns what it grew by.
 
   With freed memory retained, the heap holds one step's temporaries once a step has run; but
   the order in which XLA:CPU's threads allocate varies, and a later step can find no free
@@ -100,8 +100,9 @@ def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
   faults, one step 2x slower, within the first ten steps; ECCV16: 110k-230k faults, within 25
   steps): a small allocation made while a step's large temporary block is free splits it, and
   the next step's block then needs a second such hole. Called once after the first step with
-  what that step grew the heap by (`run_then_pad_heap`): the room for a second step's buffers. At most the heap's free bytes and `max_fraction_of_free_memory` of the host's
-  free memory are added; nothing where freed memory is not retained.
+  what that step grew the heap by (`run_then_pad_heap`): the room for a second step's buffers.
+  At most the heap's free bytes and `max_fraction_of_free_memory` of the host's free memory are
+  added; nothing where freed memory is not retained.
   """
   if not _retaining or nbytes <= 0 or jax.default_backend() != "cpu":
     return 0
@@ -114,14 +115,14 @@ def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
   nbytes = min(nbytes, info.fordblks, int(free_host_bytes * max_fraction_of_free_memory))
   if nbytes < 2**20:
     return 0
-  # A request larger than every free block, the top chunk (keepcost) included, extends the top:
-  # the heap grows by exactly nbytes.
+  # nbytes past the top chunk (keepcost): malloc extends the heap by nbytes, unless a free block
+  # that large exists (then the room is there already, and the heap does not grow).
   block = libc.malloc(nbytes + info.keepcost)
   if not block:
     return 0
   ctypes.memset(block, 0, nbytes + info.keepcost)  # fault the pages in now; free() keeps them
   libc.free(block)
-  return nbytes
+  return libc.mallinfo2().arena - info.arena
 
 
 def run_then_pad_heap(first_step: Callable[[], Any]) -> Any:
