@@ -46,7 +46,7 @@ CONV_CASES = [
     ((1, 2, 3, 4), (4, 4, 4, 5), dict(strides=2, padding=((1, 1), (1, 1)))),
     ((1, 2, 3, 4), (3, 3, 4, 5), dict(padding=((5, -2), (1, 1)))),  # every row reads padding
     ((2, 4, 4, 8), (4, 4, 8, 6), dict(strides=2, padding=((1, 1), (1, 1)))),
-    # pix2pix's kernels by Winograd F(2x2, r x r): 4x4 stride 1 (PatchGAN), 4x4 stride 2
+    # pix2pix's kernels by Winograd F(m x m, r x r): 4x4 stride 1 (PatchGAN), 4x4 stride 2
     # (space-to-depth; even and odd padded sizes), 2x2.
     ((2, 9, 8, 16), (4, 4, 16, 5), dict(padding=((1, 1), (1, 1)))),
     ((2, 10, 9, 16), (4, 4, 16, 5), dict(strides=2, padding=((1, 1), (1, 1)))),
@@ -197,7 +197,7 @@ def test_4x4_stride2_transposed_convs_phase_by_phase_match_lax(monkeypatch):
 
 def test_winograd_computes_pix2pix_kernels(monkeypatch):
   """4x4 (stride 1 and 2) and 2x2 convs, and the shared windows of 4x4, stride-2 transposed
-  convs, go through F(2x2, r x r) with the kernel size r they need; only from
+  convs, go through Winograd with the kernel size r they need; only from
   _WINOGRAD_MIN_OUTPUT_PIXELS output pixels on under the default rules."""
   kernel_sizes = []
   original = conv._winograd_conv
