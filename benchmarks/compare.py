@@ -8,11 +8,11 @@ target encoding inside the step, forward, backward, optimiser update); see torch
 colorjax runs on one device with the step `colorjax.train` builds (compiled ahead of time);
 PyTorch runs eagerly with `torch.set_num_threads(<cores>)`, in the fastest of NCHW and
 channels_last with torch's default (per-parameter loop) and its fused Adam (chosen after warm-up,
-unless --torch-format / --torch-adam are given). PyTorch runs in a process of its own, as it
+unless --torch-format / --torch-adam are given). Each side runs in a process of its own, as it
 would in use: in one process the two frameworks' buffers share one malloc heap, which then grows
 in the middle of the timed repeats (ECCV16 at 128 px, batch 8: 220k page faults in one repeat,
 a colorjax step 1.5-2.2x slower). After warm-up, each repeat times `--steps` steps of one side
-then of the other (the other waits), alternating which goes first, so both see the same
+then of the other (the other process waits), alternating which goes first, so both see the same
 machine load; the ratio is reported as the median of the per-repeat ratios (robust to
 load that changes between repeats) beside the ratio of the medians, with the CPU seconds each
 side's step consumed (both use all cores; on a loaded machine wall time is what the load left).
@@ -198,7 +198,7 @@ def _side_process(connection, side: str, model: str, size: int, batch: int,
 
 
 class _Side:
-  """A side's worker process (PyTorch's), asked for timed steps over a pipe."""
+  """A side's worker process, asked for timed steps over a pipe."""
 
   def __init__(self, side: str, *args):
     context = multiprocessing.get_context("spawn")
@@ -238,28 +238,6 @@ class _Side:
       self.process.kill()
 
 
-class _LocalSide:
-  """colorjax's side, in this process (`_Side`'s interface)."""
-
-  def __init__(self, side: str, model: str, size: int, batch: int, overrides: dict[str, str],
-               torch_format: str, torch_adam: str, retain_freed_memory: bool):
-    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
-    config = colorjax_config(model, size, batch, overrides)
-    self._rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
-    self._step, info = _build_side(side, model, config, self._rgb, torch_format, torch_adam)
-    self.info = {**info, "freed_memory_retained": (retain_freed_memory and
-                                                   xla_cpu.is_retaining_freed_memory())}
-
-  def ready(self) -> None:
-    pass
-
-  def time(self, steps: int, counters: list[dict[str, float]]) -> float:
-    return _time(self._step, self._rgb, steps, counters)
-
-  def close(self) -> None:
-    pass
-
-
 def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
             torch_format: str = "auto", overrides: dict[str, str] | None = None,
             torch_adam: str = "auto", retain_freed_memory: bool = True) -> dict:
@@ -269,8 +247,8 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   # One side at a time: their compilation and warm-up would otherwise share the cores.
   sides = {}
   try:
-    for side, kind in (("colorjax", _LocalSide), ("torch", _Side)):
-      sides[side] = kind(side, *args)
+    for side in ("colorjax", "torch"):
+      sides[side] = _Side(side, *args)
       sides[side].ready()
     cj_side, torch_side = sides["colorjax"], sides["torch"]
     torch_format, torch_adam = torch_side.info["format"], torch_side.info["adam"]
@@ -286,7 +264,7 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   ratios = [t / c for c, t in zip(cj_times, torch_times)]
   result = {
       "model": model, "image_size": size, "batch": batch, "repeats": repeats,
-      "steps_per_repeat": steps, "threads": cores, "torch_process": "its own",
+      "steps_per_repeat": steps, "threads": cores, "processes": "one per side",
       "colorjax": {**_summary(cj_times, batch, cj_counters), **cj_side.info},
       "torch": {**_summary(torch_times, batch, torch_counters), **torch_side.info},
       "ratio_median_of_pairs": statistics.median(ratios),
@@ -302,7 +280,7 @@ def compare(model: str, size: int, batch: int, repeats: int = 5, steps: int = 1,
   print(f"{model} {size}x{size} batch {batch}, {repeats} alternating repeats of {steps} step(s), "
         f"{cores} threads, load {result['load_avg_1m'][0]:.1f}->{result['load_avg_1m'][1]:.1f}"
         f"{', freed memory retained' if result['retain_freed_memory'] else ''}, "
-        f"PyTorch in a process of its own")
+        f"one process per side")
   print(f"  colorjax ({cj['conv_impl']}): {cj['images_per_s']:.3f} img/s "
         f"[{cj['min']:.3f}-{cj['max']:.3f}], {_spread_text(cj)}, "
         f"{cj['cpu_s_per_step']:.2f} CPU s/step, compile {cj['compile_s']:.1f} s")
@@ -336,9 +314,6 @@ def main(argv=None) -> int:
                            "step's buffers; both sides). Default on, unless "
                            "COLORJAX_RETAIN_FREED_MEMORY=0")
   args, rest = parser.parse_known_args(argv)
-  if args.retain_freed_memory:  # colorjax's side runs here: before JAX starts its backend
-    from colorjax.ops import xla_cpu  # pylint: disable=g-import-not-at-top
-    xla_cpu.retain_freed_memory()
   overrides = {}
   for arg in rest:
     if not arg.startswith("--config.") or "=" not in arg:

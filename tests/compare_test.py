@@ -74,8 +74,5 @@ def test_compare_times_both_sides_and_reports_the_ratio(capsys):
 
 
 def test_a_failing_side_is_reported_with_its_error():
-  with pytest.raises(ValueError, match="model.no_such_key"):  # colorjax's side, in this process
+  with pytest.raises(RuntimeError, match="colorjax benchmark process failed(.|\n)*no_such_key"):
     compare.compare("pix2pix", 32, 2, repeats=1, overrides={"model.no_such_key": "1"})
-  tiny = {"model.ngf": "4", "disc.ndf": "4", "model.conv_impl": "xla"}
-  with pytest.raises(RuntimeError, match="torch benchmark process failed(.|\n)*KeyError"):
-    compare.compare("pix2pix", 32, 2, repeats=1, overrides=tiny, torch_format="no_such_format")
