@@ -8,8 +8,8 @@
    memory map). With one malloc arena, no mmap'd blocks and no trimming, a step reuses the
    previous step's pages and takes no faults. Call it first thing in a process, before JAX starts
    its backend (threads that already own a malloc arena keep it). The process then keeps its
-   peak heap until it exits. `pad_heap()`, once after the first step, gives that heap room for
-   the allocation orders of later steps.
+   peak heap until it exits. `run_then_pad_heap()` around the first step gives that heap room
+   for the allocation orders of later steps.
 
 2. `step_compiler_options(remat)` — XLA options for jitting a train step. XLA:CPU's
    `cse_barrier_expander` pass strips the optimization barriers with which `jax.checkpoint`
@@ -126,7 +126,13 @@ def pad_heap(nbytes: int, max_fraction_of_free_memory: float = 0.25) -> int:
 
 
 def run_then_pad_heap(first_step: Callable[[], Any]) -> Any:
-  """`first_step()` to completion, then `pad_heap` by what it grew the heap; its result."""
+  """`first_step()` to completion, then `pad_heap` by what it grew the heap; its result.
+
+  Where nothing would be padded (freed memory not retained, not CPU) the step is only called:
+  no wait for it.
+  """
+  if not _retaining or jax.default_backend() != "cpu":
+    return first_step()
   before = heap_bytes()
   result = jax.block_until_ready(first_step())
   pad_heap(heap_bytes() - before)
